@@ -1,0 +1,112 @@
+//! `/v1/cluster`, `/health` and `/ready`: what this node knows of the cluster.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::api::AppState;
+use crate::error::Error;
+use crate::raft::NodeId;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+}
+
+#[derive(Serialize)]
+struct Member {
+    id: NodeId,
+    addr: String,
+    voter: bool,
+}
+
+#[derive(Serialize)]
+struct Replication {
+    id: NodeId,
+    matched_index: Option<u64>,
+    lag: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ClusterBody {
+    id: NodeId,
+    state: String,
+    leader: Option<NodeId>,
+    term: u64,
+    last_log_index: Option<u64>,
+    committed_index: Option<u64>,
+    applied_index: Option<u64>,
+    snapshot_index: Option<u64>,
+    purged_index: Option<u64>,
+    last_contact_ms: Option<u128>,
+    members: Vec<Member>,
+    replication: Vec<Replication>,
+}
+
+async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterBody>, Error> {
+    let store = &state.store;
+    let committed_index = store.committed_index().await?;
+    let m = store.metrics();
+    let membership = m.membership_config.membership();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: membership.voter_ids().any(|v| v == *id),
+        })
+        .collect();
+    let last_log_index = m.last_log_index;
+    let replication = m
+        .replication
+        .iter()
+        .flatten()
+        .map(|(id, matched)| {
+            let matched_index = matched.map(|l| l.index);
+            Replication {
+                id: *id,
+                matched_index,
+                lag: last_log_index.map(|last| last.saturating_sub(matched_index.unwrap_or(0))),
+            }
+        })
+        .collect();
+    Ok(Json(ClusterBody {
+        id: m.id,
+        state: format!("{:?}", m.state),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_log_index,
+        committed_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        last_contact_ms: store.last_contact(&m).map(|d| d.as_millis()),
+        members,
+        replication,
+    }))
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "id": state.store.id }))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
+    let store = &state.store;
+    let committed = store.committed_index().await?;
+    let m = store.metrics();
+    let applied = m.last_applied.map(|l| l.index);
+    let Some(leader) = m.current_leader else {
+        return Err(Error::NotReady("no leader known".into()));
+    };
+    if applied < committed {
+        return Err(Error::NotReady(format!(
+            "applied {applied:?} behind committed {committed:?}"
+        )));
+    }
+    Ok(Json(serde_json::json!({
+        "ready": true, "id": m.id, "leader": leader, "applied_index": applied
+    })))
+}

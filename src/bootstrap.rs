@@ -1,0 +1,46 @@
+//! Forming a fresh cluster from `--initial-cluster`.
+//!
+//! Every founding node initialises the same membership when its data dir holds
+//! no state. That is safe when all of them do: each writes the identical first
+//! log entry, and openraft refuses (`NotAllowed`) once a node has any state, so
+//! a restarted node simply resumes from disk.
+
+use std::collections::BTreeMap;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+
+use crate::raft::{NodeId, Raft};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("this node has no state and no --initial-cluster to form one")]
+    NoInitialCluster,
+    #[error("initialising the cluster failed: {0}")]
+    Initialize(String),
+}
+
+pub async fn initialize_if_new(
+    raft: &Raft,
+    initial_cluster: Option<&BTreeMap<NodeId, String>>,
+) -> Result<(), BootstrapError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| BootstrapError::Initialize(e.to_string()))?;
+    if initialized {
+        tracing::info!("resuming from existing state; --initial-cluster ignored");
+        return Ok(());
+    }
+    let members = initial_cluster.ok_or(BootstrapError::NoInitialCluster)?;
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr)))
+        .collect();
+    tracing::info!(?members, "initialising a new cluster");
+    match raft.initialize(nodes).await {
+        Ok(()) => Ok(()),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(BootstrapError::Initialize(e.to_string())),
+    }
+}

@@ -1,0 +1,116 @@
+//! Running one node: open sled, start Raft, form or resume the cluster, serve
+//! HTTP until the shutdown future resolves, then stop Raft.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::SnapshotPolicy;
+
+use crate::api::{self, AppState};
+use crate::bootstrap::initialize_if_new;
+use crate::config::Config;
+use crate::raft::durable::Durable;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PeerClient};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("serve: {0}")]
+    Serve(std::io::Error),
+}
+
+fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let rc = openraft::Config {
+        cluster_name: "quorumkv".into(),
+        heartbeat_interval: ms(c.heartbeat),
+        election_timeout_min: ms(c.election_timeout.0),
+        election_timeout_max: ms(c.election_timeout.1),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        max_in_snapshot_log_to_keep: c.keep_logs,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(rc.validate()?))
+}
+
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let config = Arc::new(config);
+    let dir_err = |source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
+    let durable = Durable::open(&config.data_dir.join("db")).map_err(dir_err)?;
+    let log_store = LogStore::open(durable.clone())?;
+    let appends = log_store.append_watch();
+    let state_machine = StateMachine::open(durable, config.data_dir.join("snapshot"))?;
+    let reader = state_machine.reader();
+    let peers = PeerClient::new()?;
+    let network = NetworkFactory {
+        client: peers.clone(),
+    };
+    let raft = Raft::new(
+        config.id,
+        raft_config(&config)?,
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let store = Arc::new(Store::new(
+        config.clone(),
+        raft.clone(),
+        reader,
+        peers,
+        appends,
+    ));
+    let app = api::router(AppState { store });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(id = config.id, advertise = %config.advertise, "listening on {}", config.listen);
+
+    initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(NodeError::Serve);
+    tracing::info!("shutting down raft");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    served
+}
