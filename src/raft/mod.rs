@@ -5,6 +5,8 @@ pub mod log_store;
 pub mod network;
 pub mod rpc;
 pub mod state_machine;
+#[cfg(test)]
+mod suite;
 
 use std::io::Cursor;
 

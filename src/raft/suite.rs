@@ -1,0 +1,34 @@
+//! openraft's storage conformance suite, run against our sled log store and
+//! state machine on a real temporary directory.
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use crate::raft::durable::Durable;
+use crate::raft::log_store::LogStore;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{StorageError, TypeConfig};
+
+struct SledBuilder;
+
+fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::from_io_error(
+        openraft::ErrorSubject::Store,
+        openraft::ErrorVerb::Write,
+        std::io::Error::other(e),
+    )
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().map_err(io_err)?;
+        let durable = Durable::open(&dir.path().join("db")).map_err(io_err)?;
+        let log = LogStore::open(durable.clone()).map_err(io_err)?;
+        let sm = StateMachine::open(durable, dir.path().join("snapshot")).map_err(io_err)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() -> Result<(), StorageError> {
+    Suite::test_all(SledBuilder)
+}
