@@ -1,0 +1,554 @@
+#!/usr/bin/env bash
+# Run a local three-node quorumkv cluster on 127.0.0.1 (see docs/CONTRACT.md).
+#
+# Usage: scripts/cluster.sh up | down [--wipe] | status
+#                           | kill ID | start ID | pause ID | resume ID | logs ID
+#
+# Environment:
+#   QKV_BASE_PORT     first client port (default 7001); nodes 1,2,3 use base, base+1, base+2
+#   QKV_CLUSTER_DIR   data root (default <repo>/.cluster): nodeN/ (data), nodeN.pid, nodeN.log
+#   QKV_NODE_ARGS     extra flags passed to every node's `quorumkv serve` (split on whitespace)
+#   QKV_UP_TIMEOUT    seconds `up` waits for a leader (default 20)
+#   QKV_STOP_TIMEOUT  seconds `down` waits after SIGTERM before SIGKILL (default 5)
+#   CARGO_TARGET_DIR  honoured when locating/building target/release/quorumkv
+#
+# `up` records each node's exact arguments in DIR/nodeN.args; `start ID` and `status`
+# reuse them, so a restarted node gets the same flags it was first launched with.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROG="scripts/cluster.sh"
+NODES=(1 2 3)
+HOST=127.0.0.1
+
+usage() {
+    local code="${1:-2}"
+    # Help asked for: stdout, exit 0. Bad arguments: stderr, exit 2.
+    if [[ "$code" -ne 0 ]]; then exec 1>&2; fi
+    cat <<EOF
+usage: $PROG <command>
+
+commands:
+  up            build (release), start nodes 1-3, wait for a leader, print examples
+  down [--wipe] stop all nodes (data kept; --wipe also deletes data, logs, pid files)
+  status        process state and /v1/cluster summary of each node
+  kill ID       kill -9 node ID
+  start ID      start node ID again with the arguments it was launched with
+  pause ID      kill -STOP node ID
+  resume ID     kill -CONT node ID
+  logs ID       tail node ID's log (follows when stdout is a terminal)
+
+ID is one of: ${NODES[*]}
+env: QKV_BASE_PORT (default 7001), QKV_CLUSTER_DIR (default $ROOT/.cluster),
+     QKV_NODE_ARGS (extra serve flags), QKV_UP_TIMEOUT (20), QKV_STOP_TIMEOUT (5)
+EOF
+    exit "$code"
+}
+
+die() {
+    printf '%s: %s\n' "$PROG" "$*" >&2
+    exit 1
+}
+
+info() { printf '%s\n' "$*"; }
+
+# ---------------------------------------------------------------- configuration
+
+abs_path() {
+    case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "$PWD" "$1" ;;
+    esac
+}
+
+DIR="$(abs_path "${QKV_CLUSTER_DIR:-$ROOT/.cluster}")"
+DIR="${DIR%/}"
+[[ -n "$DIR" ]] || die "QKV_CLUSTER_DIR must not be /"
+
+BASE_PORT="${QKV_BASE_PORT:-7001}"
+if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1 || BASE_PORT > 65533)); then
+    die "QKV_BASE_PORT must be a port number between 1 and 65533, got '$BASE_PORT'"
+fi
+
+UP_TIMEOUT="${QKV_UP_TIMEOUT:-20}"
+STOP_TIMEOUT="${QKV_STOP_TIMEOUT:-5}"
+[[ "$UP_TIMEOUT" =~ ^[0-9]+$ ]] || die "QKV_UP_TIMEOUT must be whole seconds"
+[[ "$STOP_TIMEOUT" =~ ^[0-9]+$ ]] || die "QKV_STOP_TIMEOUT must be whole seconds"
+
+target_dir() {
+    local t="${CARGO_TARGET_DIR:-target}"
+    case "$t" in
+    /*) printf '%s\n' "$t" ;;
+    *) printf '%s/%s\n' "$ROOT" "$t" ;;
+    esac
+}
+BIN="$(target_dir)/release/quorumkv"
+
+pid_file() { printf '%s/node%s.pid\n' "$DIR" "$1"; }
+log_file() { printf '%s/node%s.log\n' "$DIR" "$1"; }
+args_file() { printf '%s/node%s.args\n' "$DIR" "$1"; }
+data_dir() { printf '%s/node%s\n' "$DIR" "$1"; }
+
+# URL for node $1 from the environment/defaults (what `up` would use now).
+env_url() { printf 'http://%s:%s\n' "$HOST" "$((BASE_PORT + $1 - 1))"; }
+
+# URL node $1 was launched with (recorded by `up`/`start`), else from the environment.
+node_url() {
+    local f
+    f="$(args_file "$1")"
+    if [[ -f "$f" ]]; then
+        local -a args
+        mapfile -d '' -t args <"$f"
+        local i
+        for ((i = 0; i < ${#args[@]} - 1; i++)); do
+            if [[ "${args[i]}" == --advertise ]]; then
+                printf '%s\n' "${args[i + 1]}"
+                return
+            fi
+        done
+    fi
+    env_url "$1"
+}
+
+initial_cluster() {
+    local n out=""
+    for n in "${NODES[@]}"; do
+        out+="${out:+,}$n=$(env_url "$n")"
+    done
+    printf '%s\n' "$out"
+}
+
+check_id() {
+    local id="${1:-}" n
+    for n in "${NODES[@]}"; do
+        [[ "$id" == "$n" ]] && return 0
+    done
+    printf '%s: invalid node ID %s (expected one of: %s)\n\n' "$PROG" "'$id'" "${NODES[*]}" >&2
+    usage
+}
+
+# ---------------------------------------------------------------- processes
+
+# Print the recorded pid of node $1 (nothing if no pid file / garbage).
+read_pid() {
+    local f pid=""
+    f="$(pid_file "$1")"
+    [[ -f "$f" ]] || return 0
+    read -r pid <"$f" || true
+    [[ "$pid" =~ ^[0-9]+$ ]] && printf '%s\n' "$pid"
+    return 0
+}
+
+# Single-letter process state from /proc (R, S, T, Z, ...), empty if gone.
+proc_state() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    stat="${stat##*) }"
+    printf '%s\n' "${stat%% *}"
+}
+
+# True if pid $2 is a live (non-zombie) quorumkv process for node $1. Guards against
+# pid reuse: the command line must be `... quorumkv serve --id $1 ...`.
+is_node_pid() {
+    local id="$1" pid="$2" state
+    [[ -n "$pid" ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -r "/proc/$pid/cmdline" ]]; then
+        state="$(proc_state "$pid")"
+        [[ "$state" != Z && "$state" != X ]] || return 1
+        local -a argv
+        mapfile -d '' -t argv <"/proc/$pid/cmdline"
+        local i bin=0 idok=0
+        for ((i = 0; i < ${#argv[@]}; i++)); do
+            [[ "${argv[i]##*/}" == quorumkv ]] && bin=1
+            [[ "${argv[i]}" == --id && "${argv[i + 1]:-}" == "$id" ]] && idok=1
+        done
+        ((bin && idok)) || return 1
+    fi
+    return 0
+}
+
+# Print pid of node $1 if it is running (possibly paused); fail otherwise.
+live_pid() {
+    local pid
+    pid="$(read_pid "$1")"
+    is_node_pid "$1" "$pid" || return 1
+    printf '%s\n' "$pid"
+}
+
+is_paused() { [[ "$(proc_state "$1")" == T || "$(proc_state "$1")" == t ]]; }
+
+# ---------------------------------------------------------------- HTTP helpers
+
+# GET $1 with a short timeout; prints the body, fails when unreachable / non-2xx.
+http_get() {
+    curl -fsS --connect-timeout 1 --max-time "${2:-2}" "$1" 2>/dev/null
+}
+
+# Extract a scalar JSON field ("name":value) from a flat-ish JSON document.
+json_field() {
+    local json="$1" name="$2" re
+    re="\"$name\"[[:space:]]*:[[:space:]]*(\"[^\"]*\"|-?[0-9]+|null|true|false)"
+    if [[ "$json" =~ $re ]]; then
+        local v="${BASH_REMATCH[1]}"
+        v="${v#\"}"
+        printf '%s\n' "${v%\"}"
+    else
+        printf '?\n'
+    fi
+}
+
+# ---------------------------------------------------------------- build
+
+ensure_built() {
+    command -v curl >/dev/null 2>&1 || die "curl is required (apt-get install curl)"
+    # Always ask cargo: it knows what changed (a no-op takes under a second), while
+    # comparing file times misses a binary built from a half-edited tree.
+    info "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    [[ -x "$BIN" ]] || die "build succeeded but $BIN not found"
+}
+
+# ---------------------------------------------------------------- node control
+
+# Launch node $1 with the given serve arguments (everything after `quorumkv`).
+launch() {
+    local id="$1"
+    shift
+    local pid
+    if pid="$(live_pid "$id")"; then
+        printf '%s: refusing to start node %s: already running (pid %s)\n' "$PROG" "$id" "$pid" >&2
+        return 1
+    fi
+    mkdir -p "$DIR" "$(data_dir "$id")"
+    local log
+    log="$(log_file "$id")"
+    printf '%s\0' "$@" >"$(args_file "$id")"
+    {
+        printf '\n===== %s: %s: starting node %s:' "$(date '+%Y-%m-%d %H:%M:%S')" "$PROG" "$id"
+        printf ' %q' "$BIN" "$@"
+        printf '\n'
+    } >>"$log"
+    # New session: the node survives the terminal closing and is not hit by Ctrl-C
+    # sent to whatever shell ran this script. Without job control `setsid` execs in
+    # place, so $! is the node's pid.
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$BIN" "$@" </dev/null >>"$log" 2>&1 &
+    else
+        nohup "$BIN" "$@" </dev/null >>"$log" 2>&1 &
+    fi
+    pid=$!
+    printf '%s\n' "$pid" >"$(pid_file "$id")"
+    info "node $id: started pid $pid, $(node_url "$id"), data $(data_dir "$id"), log $log"
+}
+
+serve_args() {
+    local id="$1" url
+    url="$(env_url "$id")"
+    local -a extra=()
+    if [[ -n "${QKV_NODE_ARGS:-}" ]]; then
+        read -r -a extra <<<"$QKV_NODE_ARGS"
+    fi
+    printf '%s\0' serve --id "$id" --listen "${url#http://}" --advertise "$url" \
+        --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" "${extra[@]}"
+}
+
+# Warn when a node has state from a cluster with different addresses: a node with
+# existing state ignores --initial-cluster, so new ports would not take effect.
+warn_stale_membership() {
+    local id="$1" old new
+    [[ -f "$(args_file "$id")" && -d "$(data_dir "$id")" ]] || return 0
+    [[ -n "$(ls -A "$(data_dir "$id")" 2>/dev/null)" ]] || return 0
+    old="$(node_url "$id")"
+    new="$(env_url "$id")"
+    if [[ "$old" != "$new" ]]; then
+        printf '%s: warning: node %s has existing state from a cluster at %s (now %s);\n' "$PROG" "$id" "$old" "$new" >&2
+        printf '    existing state ignores --initial-cluster; use "%s down --wipe" to start fresh\n' "$PROG" >&2
+    fi
+}
+
+tail_logs() {
+    local n
+    for n in "${NODES[@]}"; do
+        if [[ -f "$(log_file "$n")" ]]; then
+            printf '\n----- tail of %s -----\n' "$(log_file "$n")" >&2
+            tail -n "${1:-30}" "$(log_file "$n")" >&2
+        fi
+    done
+}
+
+# Leader id if some reachable node reports one and that node confirms it is Leader.
+find_leader() {
+    local n body leader lbody
+    for n in "${NODES[@]}"; do
+        body="$(http_get "$(node_url "$n")/v1/cluster" 1)" || continue
+        leader="$(json_field "$body" leader)"
+        [[ "$leader" =~ ^[0-9]+$ ]] || continue
+        lbody="$(http_get "$(node_url "$leader")/v1/cluster" 1)" || continue
+        if [[ "$(json_field "$lbody" state)" == Leader ]]; then
+            printf '%s\n' "$leader"
+            return 0
+        fi
+    done
+    return 1
+}
+
+print_examples() {
+    local leader="$1" lurl furl n follower=""
+    lurl="$(node_url "$leader")"
+    for n in "${NODES[@]}"; do
+        if [[ "$n" != "$leader" ]]; then
+            follower="$n"
+            break
+        fi
+    done
+    furl="$(node_url "${follower:-$leader}")"
+    cat <<EOF
+
+Examples (writes go to the leader; any node accepts them and forwards):
+
+  # strong PUT (default consistency): 200 {"index":N,"consistency":"strong"} after quorum commit
+  curl -sS -X PUT -H 'X-Consistency: strong' --data-binary 'world' $lurl/v1/kv/hello
+
+  # strong GET on a follower (read index from the leader; see X-Raft-Index, X-Served-By)
+  curl -sS -i $furl/v1/kv/hello
+
+  # eventual PUT: 202 {"index":N,"consistency":"eventual"} once the leader accepted it
+  IDX=\$(curl -sS -X PUT -H 'X-Consistency: eventual' --data-binary 'world2' $lurl/v1/kv/hello | sed -E 's/.*"index":([0-9]+).*/\\1/'); echo "\$IDX"
+
+  # eventual GET on a follower: wait until applied >= \$IDX, 503 if leader contact older than 2s
+  curl -sS -i -H 'X-Consistency: eventual' -H "X-Min-Index: \$IDX" -H 'X-Max-Staleness: 2s' $furl/v1/kv/hello
+
+  # all PUT: 200 once every voter applied it (504 not_fully_replicated otherwise)
+  curl -sS -X PUT -H 'X-Consistency: all' --data-binary 'everywhere' $lurl/v1/kv/hello/all
+
+  # prefix list
+  curl -sS '$lurl/v1/kv?prefix=hello&limit=10'
+
+  # cluster state
+  curl -sS $lurl/v1/cluster
+EOF
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+    ensure_built
+    mkdir -p "$DIR"
+    local n pid started=0
+    for n in "${NODES[@]}"; do
+        if pid="$(live_pid "$n")"; then
+            printf '%s: refusing to start node %s: already running (pid %s)\n' "$PROG" "$n" "$pid" >&2
+            continue
+        fi
+        warn_stale_membership "$n"
+        local -a args
+        mapfile -d '' -t args < <(serve_args "$n")
+        launch "$n" "${args[@]}"
+        started=$((started + 1))
+    done
+
+    info "waiting up to ${UP_TIMEOUT}s for a leader..."
+    local deadline=$((SECONDS + UP_TIMEOUT)) leader=""
+    while ((SECONDS < deadline)); do
+        if leader="$(find_leader)"; then
+            break
+        fi
+        leader=""
+        local alive=0
+        for n in "${NODES[@]}"; do
+            live_pid "$n" >/dev/null && alive=$((alive + 1))
+        done
+        if ((alive == 0)); then
+            printf '%s: all nodes exited\n' "$PROG" >&2
+            tail_logs 30
+            exit 1
+        fi
+        sleep 0.3
+    done
+
+    if [[ -z "$leader" ]]; then
+        printf '%s: no leader elected within %ss\n' "$PROG" "$UP_TIMEOUT" >&2
+        for n in "${NODES[@]}"; do
+            live_pid "$n" >/dev/null || printf '%s: node %s is not running\n' "$PROG" "$n" >&2
+        done
+        tail_logs 30
+        exit 1
+    fi
+
+    info ""
+    info "cluster up ($started node(s) started), data root $DIR"
+    for n in "${NODES[@]}"; do
+        local role=follower
+        [[ "$n" == "$leader" ]] && role=leader
+        live_pid "$n" >/dev/null || role="NOT RUNNING (see $(log_file "$n"))"
+        info "  node $n  $(node_url "$n")  pid $(read_pid "$n")  $role"
+    done
+    info "leader: node $leader ($(node_url "$leader"))"
+    print_examples "$leader"
+}
+
+cmd_down() {
+    local wipe=0
+    case "${1:-}" in
+    "") ;;
+    --wipe) wipe=1 ;;
+    *) usage ;;
+    esac
+    [[ $# -le 1 ]] || usage
+
+    local n pid
+    local -a ids=() pids=()
+    for n in "${NODES[@]}"; do
+        if pid="$(live_pid "$n")"; then
+            kill -CONT "$pid" 2>/dev/null || true
+            kill -TERM "$pid" 2>/dev/null || true
+            ids+=("$n")
+            pids+=("$pid")
+            info "node $n: SIGTERM sent to pid $pid"
+        fi
+    done
+
+    local deadline=$((SECONDS + STOP_TIMEOUT)) i remaining
+    while :; do
+        remaining=0
+        for i in "${!pids[@]}"; do
+            is_node_pid "${ids[i]}" "${pids[i]}" && remaining=$((remaining + 1))
+        done
+        ((remaining == 0 || SECONDS >= deadline)) && break
+        sleep 0.1
+    done
+    for i in "${!pids[@]}"; do
+        if is_node_pid "${ids[i]}" "${pids[i]}"; then
+            info "node ${ids[i]}: still running after ${STOP_TIMEOUT}s, SIGKILL pid ${pids[i]}"
+            kill -KILL "${pids[i]}" 2>/dev/null || true
+        fi
+    done
+    for n in "${NODES[@]}"; do
+        rm -f "$(pid_file "$n")"
+    done
+    ((${#pids[@]} > 0)) || info "no running nodes"
+
+    if ((wipe)); then
+        for n in "${NODES[@]}"; do
+            rm -rf "$(data_dir "$n")"
+            rm -f "$(log_file "$n")" "$(args_file "$n")"
+        done
+        rmdir "$DIR" 2>/dev/null || true
+        info "cluster down; data, logs and pid files in $DIR removed"
+    else
+        info "cluster down; data and logs kept in $DIR (use '$PROG down --wipe' to delete them)"
+    fi
+}
+
+cmd_status() {
+    local n pid proc body url
+    info "cluster dir: $DIR"
+    for n in "${NODES[@]}"; do
+        url="$(node_url "$n")"
+        pid="$(read_pid "$n")"
+        if is_node_pid "$n" "$pid"; then
+            if is_paused "$pid"; then
+                proc="paused (pid $pid)"
+            else
+                proc="alive (pid $pid)"
+            fi
+        elif [[ -n "$pid" ]]; then
+            proc="dead (pid $pid)"
+        else
+            proc="not started"
+        fi
+        if body="$(http_get "$url/v1/cluster" 1)"; then
+            printf 'node %s  %-22s  %-24s  state=%s leader=%s term=%s applied=%s\n' \
+                "$n" "$url" "$proc" "$(json_field "$body" state)" "$(json_field "$body" leader)" \
+                "$(json_field "$body" term)" "$(json_field "$body" applied_index)"
+        else
+            printf 'node %s  %-22s  %-24s  unreachable\n' "$n" "$url" "$proc"
+        fi
+    done
+}
+
+cmd_kill() {
+    local pid
+    pid="$(live_pid "$1")" || die "node $1 is not running"
+    kill -KILL "$pid"
+    local deadline=$((SECONDS + 5))
+    while is_node_pid "$1" "$pid" && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    info "node $1: killed (SIGKILL pid $pid)"
+}
+
+cmd_start() {
+    local id="$1" pid
+    if pid="$(live_pid "$id")"; then
+        die "refusing to start node $id: already running (pid $pid)"
+    fi
+    [[ -x "$BIN" ]] || ensure_built
+    local -a args
+    if [[ -f "$(args_file "$id")" ]]; then
+        mapfile -d '' -t args <"$(args_file "$id")"
+    else
+        mapfile -d '' -t args < <(serve_args "$id")
+    fi
+    launch "$id" "${args[@]}"
+    # Report an immediate failure (bad flag, port in use) instead of claiming success.
+    sleep 0.3
+    if ! live_pid "$id" >/dev/null; then
+        printf '%s: node %s exited right after start; log tail:\n' "$PROG" "$id" >&2
+        tail -n 20 "$(log_file "$id")" >&2
+        exit 1
+    fi
+}
+
+cmd_pause() {
+    local pid
+    pid="$(live_pid "$1")" || die "node $1 is not running"
+    kill -STOP "$pid"
+    info "node $1: paused (SIGSTOP pid $pid)"
+}
+
+cmd_resume() {
+    local pid
+    pid="$(live_pid "$1")" || die "node $1 is not running"
+    kill -CONT "$pid"
+    info "node $1: resumed (SIGCONT pid $pid)"
+}
+
+cmd_logs() {
+    local f
+    f="$(log_file "$1")"
+    [[ -f "$f" ]] || die "no log for node $1 ($f)"
+    if [[ -t 1 ]]; then
+        exec tail -n 100 -f "$f"
+    else
+        exec tail -n 200 "$f"
+    fi
+}
+
+main() {
+    local cmd="${1:-}"
+    case "$cmd" in
+    up | status)
+        [[ $# -eq 1 ]] || usage
+        "cmd_$cmd"
+        ;;
+    down)
+        shift
+        cmd_down "$@"
+        ;;
+    kill | start | pause | resume | logs)
+        [[ $# -eq 2 ]] || usage
+        check_id "$2"
+        "cmd_$cmd" "$2"
+        ;;
+    -h | --help | help)
+        usage 0
+        ;;
+    *)
+        usage
+        ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Install what the test suite needs and may be missing on a fresh Debian machine:
+#   - strace and curl (apt-get, only when missing)
+#   - the rustfmt and clippy components (rustup, only when missing)
+# Safe to run repeatedly: when everything is present it only checks and exits.
+# Used by .ci/run and scripts/test.sh.
+set -euo pipefail
+
+log() { printf '[deps] %s\n' "$*" >&2; }
+
+# Commands that must be on PATH -> Debian package that provides them.
+declare -A APT_PKG_FOR=([strace]=strace [curl]=curl)
+
+missing_pkgs=()
+for cmd in "${!APT_PKG_FOR[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        missing_pkgs+=("${APT_PKG_FOR[$cmd]}")
+    fi
+done
+
+if ((${#missing_pkgs[@]} > 0)); then
+    log "missing: ${missing_pkgs[*]}"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found; please install these with your package manager: ${missing_pkgs[*]}"
+        exit 1
+    fi
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            log "not root and sudo not available; run as root or install: ${missing_pkgs[*]}"
+            exit 1
+        fi
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    log "apt-get update"
+    "${sudo[@]}" apt-get update
+    log "apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
+fi
+
+# cargo fmt / cargo clippy are part of the test command; a minimal rustup profile lacks them.
+missing_components=()
+cargo fmt --version >/dev/null 2>&1 || missing_components+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || missing_components+=(clippy)
+if ((${#missing_components[@]} > 0)); then
+    if command -v rustup >/dev/null 2>&1; then
+        log "rustup component add ${missing_components[*]}"
+        rustup component add "${missing_components[@]}"
+    else
+        log "cargo components missing (${missing_components[*]}) and rustup not found; please install them"
+        exit 1
+    fi
+fi
+
+log "ok: strace, curl, cargo fmt, cargo clippy present"
