@@ -8,7 +8,9 @@ pub mod kv;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::middleware::map_response;
+use axum::response::Response;
 use axum::Router;
 
 use crate::error::Error;
@@ -27,13 +29,24 @@ pub fn router(state: AppState) -> Router {
         .merge(cluster::router())
         .layer(DefaultBodyLimit::max(body_limit));
     let peers = crate::raft::rpc::router().layer(DefaultBodyLimit::disable());
+    let served_by = HeaderValue::from(state.store.id);
     Router::new()
         .merge(client)
         .merge(peers)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response(move |mut resp: Response| {
+            let served_by = served_by.clone();
+            async move {
+                // Errors too say which node answered.
+                resp.headers_mut().entry(SERVED_BY).or_insert(served_by);
+                resp
+            }
+        }))
         .with_state(state)
 }
+
+const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 async fn not_found(method: Method, uri: Uri) -> Error {
     Error::RouteNotFound(format!("{method} {}", uri.path()))
