@@ -134,7 +134,7 @@ impl Error {
             NotFullyReplicated { .. } => "not_fully_replicated",
             NotReady(_) => "not_ready",
             ShuttingDown => "shutting_down",
-            Storage(_) => "storage",
+            Storage(_) => "internal",
             Internal(_) => "internal",
             Remote(w) => &w.code,
         }

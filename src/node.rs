@@ -26,7 +26,7 @@ pub enum NodeError {
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
     #[error("raft config: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(String),
     #[error("raft: {0}")]
     Raft(String),
     #[error("http client: {0}")]
@@ -42,7 +42,7 @@ pub enum NodeError {
     Serve(std::io::Error),
 }
 
-fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     let rc = openraft::Config {
         cluster_name: "quorumkv".into(),
@@ -54,7 +54,10 @@ fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, openraft::ConfigErro
         install_snapshot_timeout: 30_000,
         ..Default::default()
     };
-    Ok(Arc::new(rc.validate()?))
+    let rc = rc
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+    Ok(Arc::new(rc))
 }
 
 pub async fn run(

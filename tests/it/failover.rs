@@ -1,0 +1,254 @@
+//! Failures of whole nodes: kill -9 of the leader, of a follower that then
+//! needs a snapshot, of every node at once; and a leader frozen by SIGSTOP.
+//! Every acknowledged write must survive, and strong reads never go stale.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::harness::{secs, within, Cluster, NodeId, POLL};
+
+fn key(i: u64) -> String {
+    format!("fo-{i:03}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_killed_under_writes() {
+    within(secs(180), async {
+        let c = Cluster::start(3).await;
+        let old = c.leader(secs(10)).await;
+        let acked = AtomicUsize::new(0);
+
+        // Sequential strong writes, round robin over live nodes; a failed
+        // write is retried with the same key and value until acknowledged.
+        let writer = async {
+            let mut acks = Vec::new();
+            let deadline = Instant::now() + secs(90);
+            let mut attempt = 0;
+            while acks.len() < 60 {
+                let live = c.live();
+                let via = live[attempt % live.len()];
+                attempt += 1;
+                let i = acks.len() as u64;
+                match c.try_put(via, &key(i), format!("v{i}"), "strong").await {
+                    Ok(r) if r.status == 200 => {
+                        acks.push((i, r.index(), Instant::now()));
+                        acked.store(acks.len(), Ordering::SeqCst);
+                    }
+                    Ok(r) => {
+                        assert_eq!(r.status, 503, "write via node {via}: {r:?}");
+                        r.error_code();
+                        tokio::time::sleep(POLL).await;
+                    }
+                    Err(_) => tokio::time::sleep(POLL).await,
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} writes acked",
+                    acks.len()
+                );
+            }
+            acks
+        };
+        let killer = async {
+            while acked.load(Ordering::SeqCst) < 20 {
+                tokio::time::sleep(POLL).await;
+            }
+            c.kill9(old);
+            Instant::now()
+        };
+        let (acks, killed_at) = tokio::join!(writer, killer);
+
+        let resumed = acks.iter().find(|(_, _, at)| *at > killed_at).unwrap();
+        let outage = resumed.2 - killed_at;
+        assert!(
+            outage < secs(10),
+            "writes resumed {outage:?} after the kill"
+        );
+        let new = c.leader(secs(10)).await;
+        assert_ne!(new, old);
+        for (i, _, _) in &acks {
+            let r = c.get(new, &key(*i), "strong").await.expect(200);
+            assert_eq!(r.text(), format!("v{i}"), "acknowledged write {i} lost");
+        }
+
+        c.restart(old).await;
+        let (last, index, _) = *acks.last().unwrap();
+        let r = c.read_at_least(old, &key(last), index).await.expect(200);
+        assert_eq!(
+            r.text(),
+            format!("v{last}"),
+            "old leader did not catch up: {r:?}"
+        );
+        for (i, _, _) in &acks {
+            let r = c.get(old, &key(*i), "eventual").await.expect(200);
+            assert_eq!(r.text(), format!("v{i}"), "old leader lacks write {i}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follower_behind_purged_log_catches_up_by_snapshot() {
+    within(secs(240), async {
+        let flags = ["--snapshot-every", "50", "--keep-logs", "10"];
+        let c = Cluster::start_with(3, &flags).await;
+        let leader = c.leader(secs(10)).await;
+        let f = c.others(leader)[0];
+        let first = c.put_ok(leader, "first", "1").await;
+        c.read_at_least(f, "first", first).await.expect(200);
+        let f_applied = c.applied_index(f).await.expect("follower applied index");
+        c.kill9(f);
+
+        let c = &c;
+        let indexes: Vec<u64> = futures::stream::iter(0..300u64)
+            .map(|i| async move { c.put_ok(leader, &key(i), format!("v{i}")).await })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let last = indexes.into_iter().max().unwrap();
+
+        // The log F would need is gone: it can only catch up by snapshot.
+        let deadline = Instant::now() + secs(30);
+        loop {
+            let info = c.info(leader).await;
+            if info["purged_index"].as_u64().is_some_and(|p| p > f_applied) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leader never purged past {f_applied}: {info}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+
+        c.restart(f).await;
+        let deadline = Instant::now() + secs(60);
+        while c.applied_index(f).await.unwrap_or(0) < last {
+            let info = c.info(f).await;
+            assert!(
+                Instant::now() < deadline,
+                "node {f} stuck below {last}: {info}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let info = c.info(f).await;
+        assert!(
+            info["snapshot_index"].as_u64().is_some(),
+            "no snapshot on {f}: {info}"
+        );
+        for i in 0..300 {
+            let r = c.get(f, &key(i), "eventual").await.expect(200);
+            assert_eq!(r.text(), format!("v{i}"), "node {f}, key {}", key(i));
+        }
+        assert_eq!(c.get(f, "first", "eventual").await.expect(200).text(), "1");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_killing_all_nodes() {
+    within(secs(180), async {
+        let c = Cluster::start(3).await;
+        c.leader(secs(10)).await;
+        let ids = c.ids();
+        for i in 0..100u64 {
+            let via = ids[i as usize % ids.len()];
+            c.put_ok(via, &key(i), format!("v{i}")).await;
+        }
+        for &id in &ids {
+            c.kill9(id);
+        }
+        for &id in &ids {
+            c.restart(id).await;
+        }
+        let leader = c.leader(secs(20)).await;
+        for i in 0..100 {
+            let r = c.get(leader, &key(i), "strong").await.expect(200);
+            assert_eq!(r.text(), format!("v{i}"), "acknowledged write {i} lost");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_leader_steps_down_and_never_serves_stale_strong_reads() {
+    within(secs(180), async {
+        let c = Cluster::start(3).await;
+        let old = c.leader(secs(10)).await;
+        c.stop(old);
+        let new = c.leader_among(&c.others(old), secs(10)).await;
+        for n in 0..=5u64 {
+            c.put_ok(new, "c", n.to_string()).await;
+        }
+        let acked = AtomicU64::new(5);
+        let done = AtomicBool::new(false);
+        c.cont(old);
+
+        let writer = async {
+            let mut next = 6;
+            while !done.load(Ordering::SeqCst) {
+                match c.try_put(new, "c", next.to_string(), "strong").await {
+                    Ok(r) if r.status == 200 => {
+                        acked.store(next, Ordering::SeqCst);
+                        next += 1;
+                    }
+                    _ => tokio::time::sleep(POLL).await,
+                }
+            }
+        };
+        // The old leader first: right after SIGCONT it still believes it leads.
+        let mut order = vec![old];
+        order.extend(c.others(old));
+        let reader = async {
+            let started = Instant::now();
+            let mut served = vec![0; order.len()];
+            let mut stepped_down = false;
+            loop {
+                for (n, &id) in order.iter().enumerate() {
+                    served[n] += strong_read_not_stale(&c, id, &acked).await as usize;
+                }
+                if !stepped_down {
+                    let info = c.info(old).await;
+                    let leader = info["leader"].as_u64();
+                    stepped_down = leader.is_some() && leader != Some(old);
+                }
+                let enough = served.iter().all(|&s| s >= 3);
+                if stepped_down && enough && started.elapsed() > secs(2) {
+                    break;
+                }
+                let waited = started.elapsed();
+                assert!(
+                    waited < secs(30),
+                    "after {waited:?}: stepped down {stepped_down}, 200s {served:?} on {order:?}"
+                );
+            }
+            done.store(true, Ordering::SeqCst);
+            eprintln!("strong reads answered 200 on {order:?}: {served:?}");
+        };
+        tokio::join!(writer, reader);
+        let acked = acked.load(Ordering::SeqCst);
+        assert!(acked >= 10, "writes via the new leader stalled at {acked}");
+    })
+    .await;
+}
+
+/// One strong read of "c" on `id`: a 503 is allowed, a value below what was
+/// acknowledged before the read began is not. Returns whether it answered 200.
+async fn strong_read_not_stale(c: &Cluster, id: NodeId, acked: &AtomicU64) -> bool {
+    let before = acked.load(Ordering::SeqCst);
+    let r = c.get(id, "c", "strong").await;
+    if r.status == 503 {
+        r.error_code();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        return false;
+    }
+    let r = r.expect(200);
+    let value: u64 = r.text().parse().unwrap_or_else(|_| panic!("{r:?}"));
+    assert!(
+        value >= before,
+        "stale strong read on node {id}: {value}, but {before} was acknowledged before: {r:?}"
+    );
+    true
+}

@@ -1,0 +1,237 @@
+//! Requests to one node of a `Cluster`, and `Resp`, a fully read response.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::harness::{secs, Cluster, NodeId, POLL};
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// Sends a request and reads the whole answer.
+    pub async fn fetch(req: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?.to_vec();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Asserts the status, showing the whole response if it differs.
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(self.status, status, "unexpected status: {self:?}");
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn header_u64(&self, name: &str) -> u64 {
+        let value = self.header(name);
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("header {name} = {value:?}, want a u64: {self:?}"))
+    }
+
+    /// X-Raft-Index: a write's index, or the applied index a read saw.
+    pub fn raft_index(&self) -> u64 {
+        self.header_u64("x-raft-index")
+    }
+
+    pub fn served_by(&self) -> NodeId {
+        self.header_u64("x-served-by")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+    }
+
+    /// `index` of a write's JSON body.
+    pub fn index(&self) -> u64 {
+        let json = self.json();
+        json["index"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no index in write body: {self:?}"))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `error.code`, after checking the body is `{"error":{"code","message"}}`.
+    pub fn error_code(&self) -> String {
+        let json = self.json();
+        let code = json["error"]["code"].as_str().unwrap_or_default();
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !code.is_empty() && !message.is_empty(),
+            "not a JSON error: {self:?}"
+        );
+        code.to_string()
+    }
+
+    pub fn error_message(&self) -> String {
+        self.error_code();
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl fmt::Debug for Resp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = &self.body[..self.body.len().min(400)];
+        let mut text = String::from_utf8_lossy(shown).into_owned();
+        if shown.len() < self.body.len() {
+            text = format!("{text}… ({} bytes)", self.body.len());
+        }
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("<bin>")))
+            .collect();
+        write!(f, "{} [{}] {text:?}", self.status, headers.join(", "))
+    }
+}
+
+impl Cluster {
+    /// One request to node `id`; `path` starts with `/`.
+    pub async fn send(
+        &self,
+        id: NodeId,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Result<Resp> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url(id)));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        Resp::fetch(req.body(body)).await
+    }
+
+    /// Like `send`, but a transport error (refused, timeout) panics.
+    pub async fn call(
+        &self,
+        id: NodeId,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Resp {
+        let sent = self.send(id, method.clone(), path, headers, body).await;
+        sent.unwrap_or_else(|e| panic!("{method} {path} on node {id}: {e}"))
+    }
+
+    pub async fn try_put(
+        &self,
+        id: NodeId,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        consistency: &str,
+    ) -> reqwest::Result<Resp> {
+        let path = format!("/v1/kv/{key}");
+        let headers = [("x-consistency", consistency)];
+        self.send(id, Method::PUT, &path, &headers, value.into())
+            .await
+    }
+
+    pub async fn put(&self, id: NodeId, key: &str, value: impl Into<Vec<u8>>, level: &str) -> Resp {
+        let sent = self.try_put(id, key, value, level).await;
+        sent.unwrap_or_else(|e| panic!("PUT {key} on node {id}: {e}"))
+    }
+
+    /// A strong PUT that must answer 200; returns the write's index.
+    pub async fn put_ok(&self, id: NodeId, key: &str, value: impl Into<Vec<u8>>) -> u64 {
+        self.put(id, key, value, "strong").await.expect(200).index()
+    }
+
+    pub async fn get(&self, id: NodeId, key: &str, level: &str) -> Resp {
+        self.get_with(id, key, &[("x-consistency", level)]).await
+    }
+
+    pub async fn get_with(&self, id: NodeId, key: &str, headers: &[(&str, &str)]) -> Resp {
+        let path = format!("/v1/kv/{key}");
+        self.call(id, Method::GET, &path, headers, Vec::new()).await
+    }
+
+    pub async fn delete(&self, id: NodeId, key: &str, level: &str) -> Resp {
+        let path = format!("/v1/kv/{key}");
+        let headers = [("x-consistency", level)];
+        self.call(id, Method::DELETE, &path, &headers, Vec::new())
+            .await
+    }
+
+    /// `GET /v1/cluster`, which must answer 200.
+    pub async fn info(&self, id: NodeId) -> Value {
+        let resp = self.call(id, Method::GET, "/v1/cluster", &[], Vec::new());
+        resp.await.expect(200).json()
+    }
+
+    pub async fn applied_index(&self, id: NodeId) -> Option<u64> {
+        self.info(id).await["applied_index"].as_u64()
+    }
+
+    /// Eventual read with `X-Min-Index: index`, retried (deadline) while the
+    /// node answers 504 min_index_timeout; returns the first other answer.
+    pub async fn read_at_least(&self, id: NodeId, key: &str, index: u64) -> Resp {
+        let index = index.to_string();
+        let headers = [("x-consistency", "eventual"), ("x-min-index", &index)];
+        let deadline = Instant::now() + secs(30);
+        loop {
+            let resp = self.get_with(id, key, &headers).await;
+            if resp.status != 504 || Instant::now() > deadline {
+                return resp;
+            }
+            assert_eq!(resp.error_code(), "min_index_timeout", "{resp:?}");
+        }
+    }
+
+    /// The leader every live node agrees on.
+    pub async fn leader(&self, timeout: Duration) -> NodeId {
+        self.leader_among(&self.live(), timeout).await
+    }
+
+    /// Polls `/v1/cluster` on `ids` until all name the same leader, one of `ids`.
+    pub async fn leader_among(&self, ids: &[NodeId], timeout: Duration) -> NodeId {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for &id in ids {
+                let path = format!("{}/v1/cluster", self.url(id));
+                let sent = self.http.get(path).timeout(secs(2)).send().await;
+                let info = match sent {
+                    Ok(r) => r.json::<Value>().await.ok(),
+                    Err(_) => None,
+                };
+                seen.push(info.and_then(|i| i["leader"].as_u64()));
+            }
+            if let Some(Some(leader)) = seen.first() {
+                if ids.contains(leader) && seen.iter().all(|s| *s == Some(*leader)) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {ids:?} agree on no leader within {timeout:?}; last seen {seen:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}

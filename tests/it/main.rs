@@ -1,0 +1,10 @@
+//! Integration tests: real `quorumkv serve` processes on loopback ports,
+//! one cluster per test (see `harness`).
+
+mod bad_input;
+mod consistency;
+mod durability;
+mod failover;
+mod harness;
+mod http;
+mod kv;
