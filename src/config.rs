@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::raft::NodeId;
+use crate::sm::idempotency::Policy;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -72,6 +73,19 @@ pub struct ServeArgs {
     /// Bound on `X-Consistency: all` waiting for every voter to apply a write.
     #[arg(long, env = "QKV_ALL_WAIT_MS", default_value_t = 5000)]
     pub all_wait_ms: u64,
+
+    /// Most compares plus operations in one transaction.
+    #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// How long the result of a request with an Idempotency-Key is kept for
+    /// retries (e.g. 10m, 1h). Must be the same on every node.
+    #[arg(long, env = "QKV_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// Most idempotency results kept; the oldest go first. Must be the same on every node.
+    #[arg(long, env = "QKV_IDEMPOTENCY_MAX_KEYS", default_value_t = 100_000)]
+    pub idempotency_max_keys: u64,
 }
 
 /// Validated node configuration.
@@ -90,6 +104,7 @@ pub struct Config {
     pub leader_wait: Duration,
     pub read_wait: Duration,
     pub all_wait: Duration,
+    pub idempotency: Policy,
 }
 
 /// Request size limits, checked before anything reaches the log.
@@ -97,6 +112,7 @@ pub struct Config {
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    pub max_txn_ops: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +168,9 @@ impl TryFrom<ServeArgs> for Config {
         if a.snapshot_every == 0 {
             return invalid("--snapshot-every must be at least 1");
         }
+        if a.max_txn_ops == 0 || a.idempotency_max_keys == 0 {
+            return invalid("--max-txn-ops and --idempotency-max-keys must be at least 1");
+        }
         if a.max_key_bytes == 0 || a.max_value_bytes == 0 {
             return invalid("size limits must be at least 1 byte");
         }
@@ -187,10 +206,15 @@ impl TryFrom<ServeArgs> for Config {
             limits: Limits {
                 max_key_bytes: a.max_key_bytes,
                 max_value_bytes: a.max_value_bytes,
+                max_txn_ops: a.max_txn_ops,
             },
             leader_wait: Duration::from_millis(a.leader_wait_ms),
             read_wait: Duration::from_millis(a.read_wait_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
+            idempotency: Policy {
+                ttl_ms: a.idempotency_ttl.as_millis() as u64,
+                max_keys: a.idempotency_max_keys,
+            },
         })
     }
 }

@@ -34,6 +34,12 @@ pub enum Error {
     ValueTooLarge { len: usize, limit: usize },
     #[error("value exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("precondition failed: key is {}", match .current { Some(i) => format!("at modification index {i}"), None => "absent".into() })]
+    PreconditionFailed { current: Option<u64>, index: u64 },
+    #[error("Idempotency-Key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
+    #[error("transaction has {ops} compares and operations; limit is {limit}")]
+    TxnTooLarge { ops: usize, limit: usize },
     #[error("no leader elected within {0:?}")]
     NoLeader(Duration),
     #[error("could not confirm leadership with a quorum: {0}")]
@@ -93,9 +99,12 @@ impl Error {
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            KeyTooLarge { .. } | ValueTooLarge { .. } | BodyTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            KeyTooLarge { .. }
+            | ValueTooLarge { .. }
+            | BodyTooLarge { .. }
+            | TxnTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NoLeader(_)
             | NotLeader
             | NoQuorum(_)
@@ -122,6 +131,9 @@ impl Error {
             KeyNotFound(_) => "key_not_found",
             RouteNotFound(_) => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
+            PreconditionFailed { .. } => "precondition_failed",
+            IdempotencyKeyReused(_) => "idempotency_key_reused",
+            TxnTooLarge { .. } => "txn_too_large",
             KeyTooLarge { .. } => "key_too_large",
             ValueTooLarge { .. } | BodyTooLarge { .. } => "value_too_large",
             NoLeader(_) => "no_leader",
@@ -164,6 +176,9 @@ struct Body<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: String,
+    /// On 412: the key's modification index now (null when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_index: Option<Option<u64>>,
 }
 
 impl IntoResponse for Error {
@@ -173,13 +188,22 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(code = self.code(), "{self}");
         }
+        let (current_index, index) = match &self {
+            Error::PreconditionFailed { current, index } => (Some(*current), Some(*index)),
+            _ => (None, None),
+        };
         let body = Body {
             error: Detail {
                 code: self.code(),
                 message: self.to_string(),
+                current_index,
             },
         };
-        (self.status(), Json(body)).into_response()
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let Some(index) = index {
+            resp.headers_mut().insert("x-raft-index", index.into());
+        }
+        resp
     }
 }
 

@@ -1,6 +1,5 @@
-//! The data model: keys, values, the commands that go through the Raft log and
-//! what applying them returns. Size limits are checked here, before a command
-//! can reach the log.
+//! The data model: keys and versioned values, and their size limits, checked
+//! before anything can reach the log.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,47 +45,29 @@ pub fn check_value(value: &[u8], limit: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// A state-machine command: the payload of one Raft log entry.
+/// A stored value with the index of the log entry that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    Put { key: Key, value: Vec<u8> },
-    Delete { key: Key },
+pub struct Versioned {
+    pub mod_index: u64,
+    pub value: Vec<u8>,
 }
 
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Put { key, value } => write!(f, "put({key}, {} bytes)", value.len()),
-            Command::Delete { key } => write!(f, "delete({key})"),
-        }
+impl Versioned {
+    /// On disk: the modification index (8 bytes, big-endian), then the value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + self.value.len());
+        b.extend_from_slice(&self.mod_index.to_be_bytes());
+        b.extend_from_slice(&self.value);
+        b
     }
-}
 
-/// The payload of one Raft log entry: a command, plus an optional ticket by
-/// which the leader's log store tells an `eventual` writer the index it was
-/// appended at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub command: Command,
-    pub ticket: Option<u64>,
-}
-
-impl std::fmt::Display for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.command.fmt(f)
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let (idx, value) = b.split_at_checked(8)?;
+        Some(Versioned {
+            mod_index: u64::from_be_bytes(idx.try_into().ok()?),
+            value: value.to_vec(),
+        })
     }
-}
-
-/// What applying a command produced, returned to the writer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandResult {
-    /// Membership changes and blank entries carry no client command.
-    #[default]
-    None,
-    Put,
-    Delete {
-        existed: bool,
-    },
 }
 
 /// One key/value pair as returned by a prefix scan.
@@ -108,6 +89,16 @@ mod tests {
             Err(Error::KeyTooLarge { len: 11, limit: 10 })
         ));
         assert_eq!(Key::parse("a/b".into(), 10).unwrap().as_str(), "a/b");
+    }
+
+    #[test]
+    fn versioned_round_trip() {
+        let v = Versioned {
+            mod_index: 42,
+            value: b"abc".to_vec(),
+        };
+        assert_eq!(Versioned::decode(&v.encode()), Some(v));
+        assert_eq!(Versioned::decode(b"short"), None);
     }
 
     #[test]

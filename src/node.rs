@@ -73,7 +73,11 @@ pub async fn run(
     let durable = Durable::open(&config.data_dir.join("db")).map_err(dir_err)?;
     let log_store = LogStore::open(durable.clone())?;
     let appends = log_store.append_watch();
-    let state_machine = StateMachine::open(durable, config.data_dir.join("snapshot"))?;
+    let state_machine = StateMachine::open(
+        durable,
+        config.data_dir.join("snapshot"),
+        config.idempotency,
+    )?;
     let reader = state_machine.reader();
     let peers = PeerClient::new()?;
     let network = NetworkFactory {

@@ -11,11 +11,13 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::api::conditions::{check_outcome, idempotency_key, precondition};
 use crate::api::consistency::{read_level, read_level_name, write_level, write_level_name};
 use crate::api::AppState;
+use crate::command::{Command, CommandResult};
 use crate::error::Error;
-use crate::kv::{check_value, Command, CommandResult, Key};
-use crate::store::{ReadLevel, ReadMeta, WriteLevel, WriteOutcome};
+use crate::kv::{check_value, Key};
+use crate::store::{ReadLevel, ReadMeta, Write, WriteLevel, WriteOutcome};
 
 pub const MAX_LIST_LIMIT: usize = 10_000;
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -39,7 +41,7 @@ async fn empty_key() -> Error {
     Error::InvalidKey("key must not be empty: use /v1/kv/{key}".into())
 }
 
-fn header_value(v: impl ToString) -> HeaderValue {
+pub fn header_value(v: impl ToString) -> HeaderValue {
     HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
@@ -94,11 +96,49 @@ struct WriteBody {
     deleted: Option<bool>,
 }
 
-fn write_response(state: &AppState, level: WriteLevel, outcome: WriteOutcome) -> Response {
+/// Status and headers of an acknowledged write.
+pub fn write_head(
+    state: &AppState,
+    level: WriteLevel,
+    outcome: &WriteOutcome,
+) -> (StatusCode, HeaderMap) {
     let status = match level {
         WriteLevel::Eventual => StatusCode::ACCEPTED,
         WriteLevel::Strong | WriteLevel::All => StatusCode::OK,
     };
+    let mut h = HeaderMap::new();
+    h.insert("x-raft-index", header_value(outcome.index));
+    h.insert(
+        "x-consistency",
+        HeaderValue::from_static(write_level_name(level)),
+    );
+    h.insert("x-served-by", header_value(state.store.id));
+    if outcome.replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    (status, h)
+}
+
+/// Runs a write from an HTTP request: level and idempotency from its headers.
+pub async fn run_write(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<(WriteLevel, WriteOutcome), Error> {
+    let level = write_level(headers)?;
+    let write = Write {
+        command,
+        level,
+        idempotency_key: idempotency_key(headers)?,
+    };
+    let key = write.idempotency_key.clone();
+    let outcome = state.store.write(write).await?;
+    check_outcome(&outcome, key.as_deref())?;
+    Ok((level, outcome))
+}
+
+fn write_response(state: &AppState, level: WriteLevel, outcome: WriteOutcome) -> Response {
+    let (status, headers) = write_head(state, level, &outcome);
     let deleted = match outcome.result {
         Some(CommandResult::Delete { existed }) => Some(existed),
         _ => None,
@@ -108,14 +148,6 @@ fn write_response(state: &AppState, level: WriteLevel, outcome: WriteOutcome) ->
         consistency: write_level_name(level),
         deleted,
     };
-    let headers = [
-        ("x-raft-index", header_value(outcome.index)),
-        (
-            "x-consistency",
-            HeaderValue::from_static(write_level_name(level)),
-        ),
-        ("x-served-by", header_value(state.store.id)),
-    ];
     (status, headers, Json(body)).into_response()
 }
 
@@ -126,20 +158,20 @@ async fn put_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
-    let level = write_level(&headers)?;
     let limit = state.store.config.limits.max_value_bytes;
     let value = body.map_err(|e| body_error(e, &headers, limit))?;
     check_value(&value, limit)?;
     let command = Command::Put {
         key,
         value: value.to_vec(),
+        precondition: precondition(&headers)?,
     };
-    let outcome = state.store.write(command, level).await?;
+    let (level, outcome) = run_write(&state, &headers, command).await?;
     Ok(write_response(&state, level, outcome))
 }
 
 /// A body over the limit is cut off by axum before we see all of it.
-fn body_error(e: BytesRejection, headers: &HeaderMap, limit: usize) -> Error {
+pub fn body_error(e: BytesRejection, headers: &HeaderMap, limit: usize) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let declared = headers
             .get(axum::http::header::CONTENT_LENGTH)
@@ -159,8 +191,11 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
-    let level = write_level(&headers)?;
-    let outcome = state.store.write(Command::Delete { key }, level).await?;
+    let command = Command::Delete {
+        key,
+        precondition: precondition(&headers)?,
+    };
+    let (level, outcome) = run_write(&state, &headers, command).await?;
     Ok(write_response(&state, level, outcome))
 }
 

@@ -2,8 +2,10 @@
 //! (`/raft`) on one port. Unknown routes and methods answer JSON errors too.
 
 pub mod cluster;
+pub mod conditions;
 pub mod consistency;
 pub mod kv;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.store.config.limits.max_value_bytes;
     let client = Router::new()
         .merge(kv::router())
+        .merge(txn::router())
         .merge(cluster::router())
         .layer(DefaultBodyLimit::max(body_limit));
     let peers = crate::raft::rpc::router().layer(DefaultBodyLimit::disable());

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use crate::kv::Request;
+use crate::command::Request;
 use crate::raft::durable::{Durable, Flusher};
 use crate::raft::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 

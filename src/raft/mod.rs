@@ -8,6 +8,7 @@ pub mod durable;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
+pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
 mod suite;
@@ -16,7 +17,7 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
-use crate::kv::{CommandResult, Request};
+use crate::command::{CommandResult, Request};
 
 pub type NodeId = u64;
 

@@ -15,7 +15,7 @@ use crate::api::AppState;
 use crate::error::Error;
 use crate::raft::network::FullSnapshot;
 use crate::raft::{decode, encode, Snapshot};
-use crate::store::{Forward, WaitApplied};
+use crate::store::{WaitApplied, Write};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -74,7 +74,7 @@ async fn full_snapshot(State(s): State<AppState>, body: Bytes) -> Result<Respons
 }
 
 async fn forward(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
-    let req: Forward = parse(&body)?;
+    let req: Write = parse(&body)?;
     Ok(reply(&s.store.serve_forward(req).await))
 }
 

@@ -1,166 +1,31 @@
-//! The state machine on sled: one `sm` tree holding the user's keys (prefix
-//! `d`, value = modification index + bytes) and its own metadata (prefix `m`:
-//! last-applied log id, membership). Every apply of a batch of entries is one
-//! atomic sled batch, so data and last-applied change together.
-//! Snapshots are a point-in-time copy of the tree, kept in `<data-dir>/snapshot`.
+//! openraft's `RaftStateMachine` over the [`sm`](crate::sm) tree. Every apply
+//! call is one atomic sled batch holding the data changes and the new
+//! last-applied log id. Snapshots are a point-in-time copy of the tree.
 
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 
-use crate::kv::{Command, CommandResult, Pair};
+use crate::command::CommandResult;
 use crate::raft::durable::Durable;
+use crate::raft::snapshot::{snap_err, SnapshotFile, SnapshotPairs, StoredSnapshot};
 use crate::raft::{
     decode, encode, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-
-const APPLIED: &[u8] = b"m:applied";
-const MEMBERSHIP: &[u8] = b"m:membership";
-const DATA: u8 = b'd';
-
-/// A stored value with the index of the log entry that last wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned {
-    pub mod_index: u64,
-    pub value: Vec<u8>,
-}
-
-impl Versioned {
-    fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(8 + self.value.len());
-        b.extend_from_slice(&self.mod_index.to_be_bytes());
-        b.extend_from_slice(&self.value);
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        let (idx, value) = b.split_at_checked(8)?;
-        Some(Versioned {
-            mod_index: u64::from_be_bytes(idx.try_into().ok()?),
-            value: value.to_vec(),
-        })
-    }
-}
-
-fn data_key(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len());
-    k.push(DATA);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-/// Read access to applied state; cheap to clone, safe to use from any task.
-#[derive(Clone)]
-pub struct SmReader {
-    tree: sled::Tree,
-}
-
-impl SmReader {
-    /// The last applied log index (0 before anything is applied).
-    pub fn applied_index(&self) -> Result<u64, sled::Error> {
-        let raw = self.tree.get(APPLIED)?;
-        Ok(raw
-            .and_then(|b| decode::<Option<LogId>>(&b).ok().flatten())
-            .map_or(0, |l| l.index))
-    }
-
-    /// Runs `read` so that it sees exactly the state at the returned applied index:
-    /// retried while an apply lands between the two reads of the applied index.
-    fn consistent<T>(
-        &self,
-        read: impl Fn(&sled::Tree) -> Result<T, sled::Error>,
-    ) -> Result<(u64, T), sled::Error> {
-        loop {
-            let before = self.applied_index()?;
-            let value = read(&self.tree)?;
-            if self.applied_index()? == before {
-                return Ok((before, value));
-            }
-        }
-    }
-
-    /// The value of `key` and the applied index it was read at.
-    pub fn get(&self, key: &str) -> Result<(u64, Option<Versioned>), sled::Error> {
-        let k = data_key(key);
-        self.consistent(|t| Ok(t.get(&k)?.and_then(|b| Versioned::decode(&b))))
-    }
-
-    /// Up to `limit` pairs whose keys start with `prefix`, in key order, and
-    /// whether more exist.
-    pub fn scan(&self, prefix: &str, limit: usize) -> Result<(u64, Vec<Pair>, bool), sled::Error> {
-        let p = data_key(prefix);
-        let (index, (pairs, more)) = self.consistent(|t| {
-            let mut pairs = Vec::new();
-            for item in t.scan_prefix(&p) {
-                let (k, v) = item?;
-                if pairs.len() == limit {
-                    return Ok((pairs, true));
-                }
-                let key = String::from_utf8_lossy(&k[1..]).into_owned();
-                if let Some(v) = Versioned::decode(&v) {
-                    pairs.push(Pair {
-                        key,
-                        value: v.value,
-                    });
-                }
-            }
-            Ok((pairs, false))
-        })?;
-        Ok((index, pairs, more))
-    }
-}
+use crate::sm::apply::Changes;
+use crate::sm::idempotency::{self, Policy};
+use crate::sm::reader::SmReader;
+use crate::sm::{APPLIED, MEMBERSHIP};
 
 pub struct StateMachine {
     durable: Durable,
     tree: sled::Tree,
     snapshot_file: SnapshotFile,
     snapshot_seq: u64,
-}
-
-/// What `<data-dir>/snapshot` holds.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
-/// The snapshot payload: every raw pair of the `sm` tree.
-type SnapshotPairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-impl StateMachine {
-    pub fn open(durable: Durable, snapshot_path: PathBuf) -> Result<Self, sled::Error> {
-        let tree = durable.db().open_tree("sm")?;
-        Ok(StateMachine {
-            durable,
-            tree,
-            snapshot_file: SnapshotFile::new(snapshot_path),
-            snapshot_seq: 0,
-        })
-    }
-
-    pub fn reader(&self) -> SmReader {
-        SmReader {
-            tree: self.tree.clone(),
-        }
-    }
-
-    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = match self.tree.get(APPLIED).map_err(sm_err(ErrorVerb::Read))? {
-            Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
-            None => None,
-        };
-        let membership = match self.tree.get(MEMBERSHIP).map_err(sm_err(ErrorVerb::Read))? {
-            Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
-            None => StoredMembership::default(),
-        };
-        Ok((applied, membership))
-    }
+    policy: Policy,
 }
 
 fn sm_err<E: std::error::Error + Send + Sync + 'static>(
@@ -169,126 +34,53 @@ fn sm_err<E: std::error::Error + Send + Sync + 'static>(
     move |e| StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e))
 }
 
-fn snap_err<E: std::error::Error + Send + Sync + 'static>(
-    verb: ErrorVerb,
-) -> impl FnOnce(E) -> StorageError {
-    move |e| {
-        StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e))
+impl StateMachine {
+    pub fn open(
+        durable: Durable,
+        snapshot_path: PathBuf,
+        policy: Policy,
+    ) -> Result<Self, sled::Error> {
+        let tree = durable.db().open_tree("sm")?;
+        Ok(StateMachine {
+            durable,
+            tree,
+            snapshot_file: SnapshotFile::new(snapshot_path),
+            snapshot_seq: 0,
+            policy,
+        })
+    }
+
+    pub fn reader(&self) -> SmReader {
+        SmReader::new(self.tree.clone())
     }
 }
 
-/// `<data-dir>/snapshot`: the newest snapshot, replaced atomically and only by a
-/// newer one (a slow build must not overwrite a snapshot installed meanwhile).
-#[derive(Clone)]
-pub struct SnapshotFile {
-    path: PathBuf,
-    lock: Arc<Mutex<()>>,
-}
-
-impl SnapshotFile {
-    pub fn new(path: PathBuf) -> Self {
-        SnapshotFile {
-            path,
-            lock: Arc::new(Mutex::new(())),
-        }
-    }
-
-    fn load(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let _guard = self.lock.lock();
-        self.load_unlocked()
-    }
-
-    fn load_unlocked(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(decode(&bytes).map_err(snap_err(ErrorVerb::Read))?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(snap_err(ErrorVerb::Read)(e)),
-        }
-    }
-
-    /// Temp file, fsync, rename, fsync dir — unless a newer snapshot is there.
-    fn save(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
-        use std::io::Write;
-        let _guard = self.lock.lock();
-        if let Some(current) = self.load_unlocked()? {
-            if current.meta.last_log_id > snapshot.meta.last_log_id {
-                return Ok(());
-            }
-        }
-        let bytes = encode(snapshot).map_err(snap_err(ErrorVerb::Write))?;
-        let io = || -> std::io::Result<()> {
-            let tmp = self.path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        io().map_err(snap_err(ErrorVerb::Write))
-    }
-}
-
-/// Pending writes of one apply batch, read through to the tree.
-struct Overlay<'a> {
-    tree: &'a sled::Tree,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-impl Overlay<'_> {
-    fn exists(&self, k: &[u8]) -> Result<bool, sled::Error> {
-        match self.pending.get(k) {
-            Some(v) => Ok(v.is_some()),
-            None => self.tree.contains_key(k),
-        }
-    }
-
-    fn set(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
-        self.pending.insert(k, v);
-    }
-
-    fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
-    }
-}
-
-fn apply_command(
-    overlay: &mut Overlay<'_>,
-    index: u64,
-    cmd: &Command,
-) -> Result<CommandResult, sled::Error> {
-    Ok(match cmd {
-        Command::Put { key, value } => {
-            let record = Versioned {
-                mod_index: index,
-                value: value.clone(),
-            };
-            overlay.set(data_key(key.as_str()), Some(record.encode()));
-            CommandResult::Put
-        }
-        Command::Delete { key } => {
-            let k = data_key(key.as_str());
-            let existed = overlay.exists(&k)?;
-            overlay.set(k, None);
-            CommandResult::Delete { existed }
-        }
-    })
+/// Last-applied log id and membership, from raw pairs (the tree or a copy).
+fn applied_from(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
+) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    let applied = match get(APPLIED)? {
+        Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
+        None => None,
+    };
+    let membership = match get(MEMBERSHIP)? {
+        Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        self.read_applied()
+        applied_from(|k| {
+            Ok(self
+                .tree
+                .get(k)
+                .map_err(sm_err(ErrorVerb::Read))?
+                .map(|v| v.to_vec()))
+        })
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
@@ -296,24 +88,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut overlay = Overlay {
-            tree: &self.tree,
-            pending: HashMap::new(),
-        };
+        let mut changes = Changes::new(&self.tree, self.policy);
         let mut results = Vec::new();
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::None,
-                EntryPayload::Normal(req) => {
-                    apply_command(&mut overlay, entry.log_id.index, &req.command)
-                        .map_err(sm_err(ErrorVerb::Write))?
-                }
+                EntryPayload::Normal(req) => changes
+                    .apply(entry.log_id.index, req)
+                    .map_err(sm_err(ErrorVerb::Write))?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     let bytes = encode(&stored).map_err(sm_err(ErrorVerb::Write))?;
-                    overlay.set(MEMBERSHIP.to_vec(), Some(bytes));
+                    changes.set_raw(MEMBERSHIP.to_vec(), bytes);
                     CommandResult::None
                 }
             };
@@ -321,11 +109,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if let Some(last) = last {
             let bytes = encode(&Some(last)).map_err(sm_err(ErrorVerb::Write))?;
-            overlay.set(APPLIED.to_vec(), Some(bytes));
+            changes.set_raw(APPLIED.to_vec(), bytes);
         }
         self.tree
-            .apply_batch(overlay.into_batch())
+            .apply_batch(changes.into_batch())
             .map_err(sm_err(ErrorVerb::Write))?;
+        idempotency::collect_garbage(&self.tree, self.policy).map_err(sm_err(ErrorVerb::Write))?;
         Ok(results)
     }
 
@@ -404,15 +193,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new()))
             .map_err(snap_err(ErrorVerb::Read))?;
-        let find = |key: &[u8]| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let last_log_id: Option<LogId> = match find(APPLIED) {
-            Some(b) => decode(&b).map_err(snap_err(ErrorVerb::Read))?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match find(MEMBERSHIP) {
-            Some(b) => decode(&b).map_err(snap_err(ErrorVerb::Read))?,
-            None => StoredMembership::default(),
-        };
+        let (last_log_id, last_membership) =
+            applied_from(|key| Ok(pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())))?;
         let snapshot_id = match &last_log_id {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
             None => format!("none-{}", self.seq),
@@ -422,10 +204,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership,
             snapshot_id,
         };
-        let data = encode(&pairs).map_err(snap_err(ErrorVerb::Write))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: encode(&pairs).map_err(snap_err(ErrorVerb::Write))?,
         };
         let file = self.snapshot_file.clone();
         let stored = tokio::task::spawn_blocking(move || file.save(&stored).map(|()| stored))

@@ -7,6 +7,7 @@ use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{StorageError, TypeConfig};
+use crate::sm::idempotency::Policy;
 
 struct SledBuilder;
 
@@ -23,7 +24,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let dir = tempfile::tempdir().map_err(io_err)?;
         let durable = Durable::open(&dir.path().join("db")).map_err(io_err)?;
         let log = LogStore::open(durable.clone()).map_err(io_err)?;
-        let sm = StateMachine::open(durable, dir.path().join("snapshot")).map_err(io_err)?;
+        let sm = StateMachine::open(durable, dir.path().join("snapshot"), Policy::default())
+            .map_err(io_err)?;
         Ok((dir, log, sm))
     }
 }

@@ -1,0 +1,342 @@
+//! Applying requests to the state machine's tree: every change of one apply
+//! call is collected in a [`Changes`] overlay (later entries see earlier ones)
+//! and written as one atomic sled batch. Preconditions, transaction compares
+//! and idempotency checks all happen here, in log order.
+
+use std::collections::HashMap;
+
+use crate::command::{Command, CommandResult, OpResult, Precondition, Request, Txn, TxnOp};
+use crate::kv::{Key, Versioned};
+use crate::sm::idempotency::{self, Policy};
+use crate::sm::{data_key, read_u64, CLOCK};
+
+/// Pending writes of one apply call, read through to the tree.
+pub struct Changes<'a> {
+    tree: &'a sled::Tree,
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    policy: Policy,
+}
+
+impl<'a> Changes<'a> {
+    pub fn new(tree: &'a sled::Tree, policy: Policy) -> Self {
+        Changes {
+            tree,
+            pending: HashMap::new(),
+            policy,
+        }
+    }
+
+    pub fn get_raw(&self, k: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        match self.pending.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(k)?.map(|v| v.to_vec())),
+        }
+    }
+
+    pub fn set_raw(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.pending.insert(k, Some(v));
+    }
+
+    pub fn remove_raw(&mut self, k: Vec<u8>) {
+        self.pending.insert(k, None);
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<Versioned>, sled::Error> {
+        Ok(self
+            .get_raw(&data_key(key.as_str()))?
+            .and_then(|b| Versioned::decode(&b)))
+    }
+
+    fn put(&mut self, key: &Key, value: &[u8], index: u64) {
+        let record = Versioned {
+            mod_index: index,
+            value: value.to_vec(),
+        };
+        self.set_raw(data_key(key.as_str()), record.encode());
+    }
+
+    fn delete(&mut self, key: &Key) -> Result<bool, sled::Error> {
+        let existed = self.get(key)?.is_some();
+        self.remove_raw(data_key(key.as_str()));
+        Ok(existed)
+    }
+
+    pub fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+
+    /// Applies the request in the log entry at `index`.
+    pub fn apply(&mut self, index: u64, req: &Request) -> Result<CommandResult, sled::Error> {
+        let clock = self.advance_clock(req.at_ms)?;
+        let Some(idem) = &req.idempotency else {
+            return self.apply_command(index, &req.command);
+        };
+        if let Some(done) = idempotency::lookup(self, &idem.key, clock, self.policy)? {
+            return Ok(if done.fingerprint == idem.fingerprint {
+                CommandResult::Replayed {
+                    index: done.index,
+                    original: Box::new(done.result),
+                }
+            } else {
+                CommandResult::IdempotencyConflict
+            });
+        }
+        let result = self.apply_command(index, &req.command)?;
+        idempotency::record(self, idem, index, clock, &result)?;
+        Ok(result)
+    }
+
+    /// The state machine's clock: the largest proposer time seen so far, so it
+    /// never goes backwards when leadership moves to a node whose clock lags.
+    fn advance_clock(&mut self, at_ms: u64) -> Result<u64, sled::Error> {
+        let clock = read_u64(self.get_raw(CLOCK)?).max(at_ms);
+        self.set_raw(CLOCK.to_vec(), clock.to_be_bytes().to_vec());
+        Ok(clock)
+    }
+
+    fn apply_command(&mut self, index: u64, cmd: &Command) -> Result<CommandResult, sled::Error> {
+        match cmd {
+            Command::Put {
+                key,
+                value,
+                precondition,
+            } => {
+                if let Some(failed) = self.check(key, precondition)? {
+                    return Ok(failed);
+                }
+                self.put(key, value, index);
+                Ok(CommandResult::Put)
+            }
+            Command::Delete { key, precondition } => {
+                if let Some(failed) = self.check(key, precondition)? {
+                    return Ok(failed);
+                }
+                let existed = self.delete(key)?;
+                Ok(CommandResult::Delete { existed })
+            }
+            Command::Txn(txn) => self.apply_txn(index, txn),
+        }
+    }
+
+    fn check(
+        &self,
+        key: &Key,
+        precondition: &Option<Precondition>,
+    ) -> Result<Option<CommandResult>, sled::Error> {
+        let Some(p) = precondition else {
+            return Ok(None);
+        };
+        let current = self.get(key)?;
+        Ok(
+            (!p.holds(current.as_ref())).then(|| CommandResult::PreconditionFailed {
+                current: current.map(|v| v.mod_index),
+            }),
+        )
+    }
+
+    fn apply_txn(&mut self, index: u64, txn: &Txn) -> Result<CommandResult, sled::Error> {
+        let mut succeeded = true;
+        for c in &txn.compares {
+            if !c.test.holds(self.get(&c.key)?.as_ref()) {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                TxnOp::Put { key, value } => {
+                    self.put(key, value, index);
+                    OpResult::Put
+                }
+                TxnOp::Delete { key } => OpResult::Delete {
+                    existed: self.delete(key)?,
+                },
+                TxnOp::Get { key } => OpResult::Get {
+                    key: key.clone(),
+                    value: self.get(key)?,
+                },
+            });
+        }
+        Ok(CommandResult::Txn { succeeded, results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Compare, Idempotency, Test};
+
+    fn key(s: &str) -> Key {
+        Key::parse(s.into(), 64).unwrap()
+    }
+
+    fn req(command: Command) -> Request {
+        Request {
+            command,
+            ticket: None,
+            idempotency: None,
+            at_ms: 1_000,
+        }
+    }
+
+    fn put(k: &str, v: &str, precondition: Option<Precondition>) -> Command {
+        Command::Put {
+            key: key(k),
+            value: v.as_bytes().to_vec(),
+            precondition,
+        }
+    }
+
+    /// Applies each command at successive indexes from 1, committing each.
+    fn run(tree: &sled::Tree, cmds: Vec<Request>) -> Vec<CommandResult> {
+        let policy = Policy {
+            ttl_ms: 60_000,
+            max_keys: 100,
+        };
+        cmds.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut c = Changes::new(tree, policy);
+                let res = c.apply(i as u64 + 1, r).unwrap();
+                tree.apply_batch(c.into_batch()).unwrap();
+                res
+            })
+            .collect()
+    }
+
+    fn tree() -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("sm").unwrap();
+        (dir, t)
+    }
+
+    #[test]
+    fn preconditions_decide_in_log_order() {
+        let (_d, t) = tree();
+        let res = run(
+            &t,
+            vec![
+                req(put("seat", "alice", Some(Precondition::Absent))),
+                req(put("seat", "bob", Some(Precondition::Absent))),
+                req(put("seat", "carol", Some(Precondition::ModIndex(1)))),
+                req(put("seat", "dave", Some(Precondition::ModIndex(1)))),
+                req(Command::Delete {
+                    key: key("seat"),
+                    precondition: Some(Precondition::ModIndex(3)),
+                }),
+                req(Command::Delete {
+                    key: key("seat"),
+                    precondition: Some(Precondition::Exists),
+                }),
+            ],
+        );
+        assert_eq!(res[0], CommandResult::Put);
+        assert_eq!(
+            res[1],
+            CommandResult::PreconditionFailed { current: Some(1) }
+        );
+        assert_eq!(res[2], CommandResult::Put);
+        assert_eq!(
+            res[3],
+            CommandResult::PreconditionFailed { current: Some(3) }
+        );
+        assert_eq!(res[4], CommandResult::Delete { existed: true });
+        assert_eq!(res[5], CommandResult::PreconditionFailed { current: None });
+    }
+
+    #[test]
+    fn txn_takes_one_branch_atomically() {
+        let (_d, t) = tree();
+        let transfer = |amount_ok: i64| {
+            req(Command::Txn(Txn {
+                compares: vec![Compare {
+                    key: key("a"),
+                    test: Test::AtLeast(amount_ok),
+                }],
+                success: vec![
+                    TxnOp::Put {
+                        key: key("a"),
+                        value: b"70".to_vec(),
+                    },
+                    TxnOp::Put {
+                        key: key("b"),
+                        value: b"30".to_vec(),
+                    },
+                    TxnOp::Get { key: key("a") },
+                ],
+                failure: vec![TxnOp::Get { key: key("a") }],
+            }))
+        };
+        let res = run(
+            &t,
+            vec![req(put("a", "100", None)), transfer(500), transfer(30)],
+        );
+        let CommandResult::Txn { succeeded, results } = &res[1] else {
+            panic!("{:?}", res[1])
+        };
+        assert!(!succeeded);
+        assert_eq!(
+            results[0],
+            OpResult::Get {
+                key: key("a"),
+                value: Some(Versioned {
+                    mod_index: 1,
+                    value: b"100".to_vec()
+                })
+            }
+        );
+        let CommandResult::Txn { succeeded, results } = &res[2] else {
+            panic!("{:?}", res[2])
+        };
+        assert!(succeeded);
+        assert_eq!(results.len(), 3);
+        let b = Changes::new(&t, Policy::default()).get(&key("b")).unwrap();
+        assert_eq!(b.unwrap().value, b"30");
+    }
+
+    #[test]
+    fn idempotent_retry_replays_and_reuse_conflicts() {
+        let (_d, t) = tree();
+        let with_key = |cmd: Command| Request {
+            idempotency: Some(Idempotency {
+                key: "pay-1".into(),
+                fingerprint: cmd.fingerprint(),
+            }),
+            ..req(cmd)
+        };
+        let res = run(
+            &t,
+            vec![
+                with_key(put("x", "1", None)),
+                req(put("x", "2", None)),
+                with_key(put("x", "1", None)),
+                with_key(put("x", "other", None)),
+            ],
+        );
+        assert_eq!(res[0], CommandResult::Put);
+        assert_eq!(
+            res[2],
+            CommandResult::Replayed {
+                index: 1,
+                original: Box::new(CommandResult::Put)
+            }
+        );
+        assert_eq!(res[3], CommandResult::IdempotencyConflict);
+        let x = Changes::new(&t, Policy::default()).get(&key("x")).unwrap();
+        assert_eq!(x.unwrap().value, b"2", "the retry must not apply again");
+    }
+}

@@ -1,0 +1,228 @@
+//! The store: reads and writes at a consistency level, with leader forwarding.
+//! No HTTP here; `api` turns requests into calls on [`Store`].
+//!
+//! - strong write: `client_write` on the leader (quorum commit + apply).
+//! - eventual write: proposed on the leader; acknowledged once in its log.
+//! - all write: strong, then every voter confirms it has applied the entry.
+//! - strong read: leader confirms leadership with a quorum (ReadIndex); a
+//!   follower asks the leader for that read index and waits to apply it.
+//! - eventual read: served from the local replica at once.
+//!
+//! `write.rs` and `read.rs` hold the two paths; this file holds what they
+//! share: levels, outcomes, finding the leader and retrying on a new one.
+
+mod read;
+mod write;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResult};
+use crate::config::Config;
+use crate::error::{Error, WireError};
+use crate::raft::log_store::AppendWatch;
+use crate::raft::network::PeerClient;
+use crate::raft::{NodeId, Raft, RaftMetrics};
+use crate::sm::reader::SmReader;
+
+/// How a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteLevel {
+    Strong,
+    Eventual,
+    All,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLevel {
+    Strong,
+    Eventual {
+        min_index: Option<u64>,
+        max_staleness: Option<Duration>,
+    },
+}
+
+/// The outcome of an acknowledged write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Commit index (strong, all) or the index the leader appended it at
+    /// (eventual); for a replayed idempotent request, the original's index.
+    pub index: u64,
+    /// What applying it produced; `None` for eventual writes (not applied yet).
+    pub result: Option<CommandResult>,
+    /// True when an `Idempotency-Key` retry returned the original result.
+    pub replayed: bool,
+}
+
+/// Where and how fresh a read was served.
+#[derive(Debug, Clone)]
+pub struct ReadMeta {
+    pub index: u64,
+    pub served_by: NodeId,
+    pub leader: Option<NodeId>,
+    pub last_contact: Option<Duration>,
+}
+
+/// A client write as the store takes it, and the message of `/raft/forward`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Write {
+    pub command: Command,
+    pub level: WriteLevel,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+}
+
+pub type WriteReply = Result<WriteOutcome, WireError>;
+pub type ReadIndexReply = Result<u64, WireError>;
+/// `/raft/wait_applied`: (index, wait in ms) -> applied index reached.
+pub type WaitApplied = (u64, u64);
+pub type WaitAppliedReply = Result<u64, WireError>;
+
+/// When this node last heard from a leader, for `X-Last-Contact-Ms`.
+#[derive(Debug)]
+pub struct LastContact {
+    start: Instant,
+    /// Milliseconds since `start` + 1 of the last accepted append; 0 = never.
+    at: AtomicU64,
+}
+
+impl LastContact {
+    fn new() -> Self {
+        LastContact {
+            start: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a leader's append-entries was accepted just now.
+    pub fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64 + 1;
+        self.at.store(ms, Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Option<Duration> {
+        match self.at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.start
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
+        }
+    }
+}
+
+/// Outcome of one attempt on the node believed to lead.
+pub enum Attempt<T> {
+    Done(T),
+    /// Safe to retry: the leader changed before anything was proposed.
+    Retry,
+}
+
+pub struct Store {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub config: Arc<Config>,
+    pub contact: Arc<LastContact>,
+    reader: SmReader,
+    peers: PeerClient,
+    appends: AppendWatch,
+}
+
+impl Store {
+    pub fn new(
+        config: Arc<Config>,
+        raft: Raft,
+        reader: SmReader,
+        peers: PeerClient,
+        appends: AppendWatch,
+    ) -> Self {
+        Store {
+            id: config.id,
+            raft,
+            config,
+            contact: Arc::new(LastContact::new()),
+            reader,
+            peers,
+            appends,
+        }
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn is_leader(m: &RaftMetrics) -> bool {
+        m.state == ServerState::Leader && m.current_leader == Some(m.id)
+    }
+
+    fn addr_of(m: &RaftMetrics, id: NodeId) -> Option<String> {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// The leader, waiting up to `--leader-wait-ms` for one during an election.
+    async fn leader(&self, deadline: Instant) -> Result<(NodeId, RaftMetrics), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self
+            .raft
+            .wait(Some(left))
+            .metrics(|m| m.current_leader.is_some(), "leader known")
+            .await
+        {
+            Ok(m) => Ok((m.current_leader.unwrap_or(m.id), m)),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::NoLeader(self.config.leader_wait)),
+        }
+    }
+
+    /// How long since this node heard from a leader; on the leader, from a quorum.
+    pub fn last_contact(&self, m: &RaftMetrics) -> Option<Duration> {
+        if Self::is_leader(m) {
+            m.millis_since_quorum_ack.map(Duration::from_millis)
+        } else {
+            self.contact.since()
+        }
+    }
+
+    /// Retries `attempt` against the current leader until it answers or the deadline.
+    async fn on_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(NodeId, RaftMetrics) -> Fut,
+        Fut: std::future::Future<Output = Result<Attempt<T>, Error>>,
+    {
+        let deadline = Instant::now() + self.config.leader_wait;
+        loop {
+            let (leader, m) = self.leader(deadline).await?;
+            match attempt(leader, m).await? {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Retry if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Attempt::Retry => return Err(Error::NoLeader(self.config.leader_wait)),
+            }
+        }
+    }
+
+    /// The committed index as this node knows it.
+    pub async fn committed_index(&self) -> Result<Option<u64>, Error> {
+        self.raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(fatal)
+    }
+}
+
+pub(crate) fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
+    match e {
+        openraft::error::Fatal::Stopped => Error::ShuttingDown,
+        other => Error::Storage(other.to_string()),
+    }
+}

@@ -1,0 +1,126 @@
+//! The read path: make the local replica fresh enough for the level, then
+//! read it.
+
+use std::time::Duration;
+
+use openraft::error::RaftError;
+
+use crate::error::Error;
+use crate::kv::{Pair, Versioned};
+use crate::raft::network::CallError;
+use crate::store::{fatal, Attempt, ReadIndexReply, ReadLevel, ReadMeta, Store};
+
+impl Store {
+    /// The read index from the leader's point of view: leadership confirmed by a
+    /// quorum, then the index every read must see. Errors when not leader.
+    pub async fn read_index_local(&self) -> Result<Attempt<u64>, Error> {
+        let wait = self.config.read_wait;
+        let res = tokio::time::timeout(wait, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
+        match res {
+            Ok((read_log_id, _)) => Ok(Attempt::Done(read_log_id.map_or(0, |l| l.index))),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                Ok(Attempt::Retry)
+            }
+            Err(RaftError::APIError(e)) => Err(Error::NoQuorum(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// The read index, from this node if it leads or else from the leader.
+    async fn read_index(&self) -> Result<u64, Error> {
+        self.on_leader(|leader, m| async move {
+            if leader == self.id {
+                return self.read_index_local().await;
+            }
+            let addr = Self::addr_of(&m, leader)
+                .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+            let wait = self.config.read_wait + Duration::from_millis(200);
+            match self
+                .peers
+                .call::<_, ReadIndexReply>(&addr, "read_index", &(), wait)
+                .await
+            {
+                Ok(Ok(index)) => Ok(Attempt::Done(index)),
+                Ok(Err(w)) if w.code == "not_leader" => Ok(Attempt::Retry),
+                Ok(Err(w)) => Err(Error::Remote(w)),
+                Err(CallError::Unreachable(_)) => Ok(Attempt::Retry),
+                Err(CallError::Failed(e)) => Err(Error::NoQuorum(e)),
+            }
+        })
+        .await
+    }
+
+    /// Makes the local replica fresh enough for `level`; returns its contact age.
+    async fn prepare_read(&self, level: ReadLevel) -> Result<(), Error> {
+        match level {
+            ReadLevel::Strong => {
+                let index = self.read_index().await?;
+                self.wait_applied(index, self.config.read_wait).await?;
+            }
+            ReadLevel::Eventual {
+                min_index,
+                max_staleness,
+            } => {
+                if let Some(max) = max_staleness {
+                    let m = self.metrics();
+                    match self.last_contact(&m) {
+                        Some(age) if age <= max => {}
+                        age => {
+                            return Err(Error::StaleReplica {
+                                last_contact: age.map_or("never".into(), |a| format!("{a:?}")),
+                                max,
+                            })
+                        }
+                    }
+                }
+                if let Some(index) = min_index {
+                    self.wait_applied(index, self.config.read_wait).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, index: u64) -> ReadMeta {
+        let m = self.metrics();
+        ReadMeta {
+            index,
+            served_by: self.id,
+            leader: m.current_leader,
+            last_contact: self.last_contact(&m),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %key))]
+    pub async fn get(
+        &self,
+        key: &str,
+        level: ReadLevel,
+    ) -> Result<(ReadMeta, Option<Versioned>), Error> {
+        self.prepare_read(level).await?;
+        let (index, value) = self.reader.get(key)?;
+        Ok((self.meta(index), value))
+    }
+
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        limit: usize,
+        level: ReadLevel,
+    ) -> Result<(ReadMeta, Vec<Pair>, bool), Error> {
+        self.prepare_read(level).await?;
+        let (index, pairs, more) = self.reader.scan(prefix, limit)?;
+        Ok((self.meta(index), pairs, more))
+    }
+
+    /// Server side of `/raft/read_index`.
+    pub async fn serve_read_index(&self) -> ReadIndexReply {
+        match self.read_index_local().await {
+            Ok(Attempt::Done(i)) => Ok(i),
+            Ok(Attempt::Retry) => Err(Error::NotLeader.to_wire()),
+            Err(e) => Err(e.to_wire()),
+        }
+    }
+}
