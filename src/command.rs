@@ -1,13 +1,28 @@
-//! What goes through the Raft log: a [`Request`] wrapping a [`Command`] (put,
-//! delete, transaction; each possibly conditional), and the [`CommandResult`]
-//! that applying it produces. Everything here is decided inside the state
+//! What goes through the Raft log: a [`Proposal`] of [`Request`]s, each
+//! wrapping a [`Command`] (put, delete, transaction; each possibly
+//! conditional), and the [`CommandResult`] that applying each produces. Everything here is decided inside the state
 //! machine, in log order, so every replica reaches the same answer.
 
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{Key, Versioned};
 
-/// The payload of one Raft log entry.
+/// The payload of one Raft log entry: client writes proposed together so they
+/// share one log flush (openraft 0.9 flushes each entry on its own). They touch
+/// pairwise distinct keys, so a key's modification index still names exactly
+/// one write; they apply in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub requests: Vec<Request>,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal({} requests)", self.requests.len())
+    }
+}
+
+/// One client write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub command: Command,
@@ -55,6 +70,48 @@ pub enum Command {
         precondition: Option<Precondition>,
     },
     Txn(Txn),
+}
+
+impl Request {
+    /// Everything this request reads or writes: its keys and its idempotency
+    /// key (in their own namespaces). Requests in one proposal share none.
+    pub fn footprint(&self) -> Vec<String> {
+        let mut keys: Vec<String> = match &self.command {
+            Command::Put { key, .. } | Command::Delete { key, .. } => vec![format!("k{key}")],
+            Command::Txn(t) => {
+                let ops = t.success.iter().chain(&t.failure).map(|op| match op {
+                    TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key,
+                });
+                t.compares
+                    .iter()
+                    .map(|c| &c.key)
+                    .chain(ops)
+                    .map(|k| format!("k{k}"))
+                    .collect()
+            }
+        };
+        if let Some(i) = &self.idempotency {
+            keys.push(format!("i{}", i.key));
+        }
+        keys
+    }
+
+    /// Rough size in bytes, to bound a proposal.
+    pub fn weight(&self) -> usize {
+        match &self.command {
+            Command::Put { key, value, .. } => key.as_str().len() + value.len(),
+            Command::Delete { key, .. } => key.as_str().len(),
+            Command::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .map(|op| match op {
+                    TxnOp::Put { key, value } => key.as_str().len() + value.len(),
+                    TxnOp::Delete { key } | TxnOp::Get { key } => key.as_str().len(),
+                })
+                .sum(),
+        }
+    }
 }
 
 impl Command {

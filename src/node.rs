@@ -70,14 +70,14 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
-    let durable = Durable::open(&config.data_dir.join("db")).map_err(dir_err)?;
-    let log_store = LogStore::open(durable.clone())?;
+    // Two sled databases: every log flush is fsync'd, so it should carry only
+    // log entries; the state machine is rebuilt from the log after a crash.
+    let log_db = Durable::open(&config.data_dir.join("log")).map_err(dir_err)?;
+    let sm_db = Durable::open(&config.data_dir.join("sm")).map_err(dir_err)?;
+    let log_store = LogStore::open(log_db, sm_db.clone())?;
     let appends = log_store.append_watch();
-    let state_machine = StateMachine::open(
-        durable,
-        config.data_dir.join("snapshot"),
-        config.idempotency,
-    )?;
+    let state_machine =
+        StateMachine::open(sm_db, config.data_dir.join("snapshot"), config.idempotency)?;
     let reader = state_machine.reader();
     let peers = PeerClient::new()?;
     let network = NetworkFactory {

@@ -28,7 +28,7 @@ impl Durable {
     pub fn open(dir: &Path) -> io::Result<Self> {
         let db = sled::Config::new()
             .path(dir)
-            .mode(sled::Mode::HighThroughput)
+            .mode(sled::Mode::LowSpace)
             .open()
             .map_err(io::Error::other)?;
         let data_file = Arc::new(File::open(dir.join("db"))?);

@@ -1,5 +1,6 @@
-//! Raft log storage on sled: the `log` tree (index, big-endian -> entry) and
-//! the `raft_meta` tree (vote, committed, last purged).
+//! Raft log storage on its own sled database: the `log` tree (index,
+//! big-endian -> entry) and the `raft_meta` tree (vote, last purged). The
+//! committed index lives with the state machine, which need not be fsync'd.
 //! An append is acknowledged to openraft only after flush + fdatasync (see
 //! [`crate::raft::durable`]); a vote is durable before `save_vote` returns.
 
@@ -13,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use crate::command::Request;
 use crate::raft::durable::{Durable, Flusher};
 use crate::raft::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -24,8 +24,12 @@ const PURGED: &[u8] = b"purged";
 #[derive(Clone)]
 pub struct LogStore {
     durable: Durable,
+    /// The state machine's database: flushed before the log is purged.
+    sm: Durable,
     log: sled::Tree,
     meta: sled::Tree,
+    /// In the state machine's database (losing it only means re-applying).
+    committed: sled::Tree,
     flusher: Flusher,
     appends: AppendWatch,
 }
@@ -61,12 +65,11 @@ impl AppendWatch {
             return;
         }
         for e in entries {
-            if let EntryPayload::Normal(Request {
-                ticket: Some(t), ..
-            }) = &e.payload
-            {
-                if let Some(tx) = waiting.remove(t) {
-                    let _ = tx.send(e.log_id.index);
+            if let EntryPayload::Normal(proposal) = &e.payload {
+                for t in proposal.requests.iter().filter_map(|r| r.ticket) {
+                    if let Some(tx) = waiting.remove(&t) {
+                        let _ = tx.send(e.log_id.index);
+                    }
                 }
             }
         }
@@ -74,26 +77,28 @@ impl AppendWatch {
 }
 
 impl LogStore {
-    pub fn open(durable: Durable) -> Result<Self, sled::Error> {
+    pub fn open(durable: Durable, sm: Durable) -> Result<Self, sled::Error> {
         let log = durable.db().open_tree("log")?;
         let meta = durable.db().open_tree("raft_meta")?;
+        let committed = sm.db().open_tree("raft_committed")?;
         let flusher = durable.start_flusher();
         Ok(LogStore {
             durable,
+            sm,
             log,
             meta,
+            committed,
             flusher,
             appends: AppendWatch::default(),
         })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
+        tree: &sled::Tree,
         key: &[u8],
         subject: ErrorSubject<u64>,
     ) -> Result<Option<T>, StorageError> {
-        let raw = self
-            .meta
+        let raw = tree
             .get(key)
             .map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Read, io(e)))?;
         raw.map(|b| decode(&b))
@@ -102,15 +107,14 @@ impl LogStore {
     }
 
     fn write_meta<T: serde::Serialize>(
-        &self,
+        tree: &sled::Tree,
         key: &[u8],
         value: &T,
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
         let bytes = encode(value)
             .map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Write, io(e)))?;
-        self.meta
-            .insert(key, bytes)
+        tree.insert(key, bytes)
             .map_err(|e| StorageError::from_io_error(subject, ErrorVerb::Write, io(e)))?;
         Ok(())
     }
@@ -178,7 +182,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(PURGED, ErrorSubject::Logs)?;
+        let last_purged_log_id: Option<LogId> =
+            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs)?;
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -191,7 +196,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
+        Self::write_meta(&self.meta, VOTE, vote, ErrorSubject::Vote)?;
         self.durable
             .sync()
             .await
@@ -199,18 +204,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE, ErrorSubject::Vote)
+        Self::read_meta(&self.meta, VOTE, ErrorSubject::Vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed on its own: losing it only means re-applying from the log.
-        self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
+        Self::write_meta(&self.committed, COMMITTED, &committed, ErrorSubject::Store)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_meta::<Option<LogId>>(COMMITTED, ErrorSubject::Store)?
-            .flatten())
+        let committed: Option<Option<LogId>> =
+            Self::read_meta(&self.committed, COMMITTED, ErrorSubject::Store)?;
+        Ok(committed.flatten())
     }
 
     async fn append<I>(
@@ -253,7 +258,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
-        self.write_meta(PURGED, &log_id, ErrorSubject::Logs)?;
+        // Entries are purged only behind a snapshot, so the state machine has
+        // applied them; make that durable before they can be gone, so a restart
+        // never finds a gap between the applied state and the log.
+        self.sm.sync().await.map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+        })?;
+        Self::write_meta(&self.meta, PURGED, &log_id, ErrorSubject::Logs)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (k, _) = item.map_err(|e| logs_err(ErrorVerb::Delete, e))?;
@@ -262,9 +273,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        // The state machine lives in the same sled database: this flush makes the
-        // applied state that the snapshot covers durable before the log behind it
-        // can be gone, so a restart never finds a gap between the two.
         self.sync(ErrorVerb::Delete).await
     }
 }

@@ -17,15 +17,15 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
-use crate::command::{CommandResult, Request};
+use crate::command::{CommandResult, Proposal};
 
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// quorumkv's Raft types: commands in, command results out, whole-buffer snapshots.
     pub TypeConfig:
-        D = Request,
-        R = CommandResult,
+        D = Proposal,
+        R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,

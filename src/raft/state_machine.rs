@@ -83,7 +83,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -94,15 +94,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             last = Some(entry.log_id);
             let result = match &entry.payload {
-                EntryPayload::Blank => CommandResult::None,
-                EntryPayload::Normal(req) => changes
-                    .apply(entry.log_id.index, req)
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => proposal
+                    .requests
+                    .iter()
+                    .map(|req| changes.apply(entry.log_id.index, req))
+                    .collect::<Result<_, _>>()
                     .map_err(sm_err(ErrorVerb::Write))?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     let bytes = encode(&stored).map_err(sm_err(ErrorVerb::Write))?;
                     changes.set_raw(MEMBERSHIP.to_vec(), bytes);
-                    CommandResult::None
+                    Vec::new()
                 }
             };
             results.push(result);

@@ -22,9 +22,10 @@ fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().map_err(io_err)?;
-        let durable = Durable::open(&dir.path().join("db")).map_err(io_err)?;
-        let log = LogStore::open(durable.clone()).map_err(io_err)?;
-        let sm = StateMachine::open(durable, dir.path().join("snapshot"), Policy::default())
+        let log_db = Durable::open(&dir.path().join("log")).map_err(io_err)?;
+        let sm_db = Durable::open(&dir.path().join("sm")).map_err(io_err)?;
+        let log = LogStore::open(log_db, sm_db.clone()).map_err(io_err)?;
+        let sm = StateMachine::open(sm_db, dir.path().join("snapshot"), Policy::default())
             .map_err(io_err)?;
         Ok((dir, log, sm))
     }

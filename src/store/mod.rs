@@ -11,6 +11,7 @@
 //! `write.rs` and `read.rs` hold the two paths; this file holds what they
 //! share: levels, outcomes, finding the leader and retrying on a new one.
 
+mod proposer;
 mod read;
 mod write;
 
@@ -132,6 +133,7 @@ pub struct Store {
     reader: SmReader,
     peers: PeerClient,
     appends: AppendWatch,
+    proposer: proposer::Proposer,
 }
 
 impl Store {
@@ -142,6 +144,7 @@ impl Store {
         peers: PeerClient,
         appends: AppendWatch,
     ) -> Self {
+        let raft_for_proposer = raft.clone();
         Store {
             id: config.id,
             raft,
@@ -150,6 +153,7 @@ impl Store {
             reader,
             peers,
             appends,
+            proposer: proposer::Proposer::start(raft_for_proposer),
         }
     }
 

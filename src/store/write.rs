@@ -2,17 +2,22 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::FutureExt;
-use openraft::error::{ClientWriteError, RaftError};
-
 use crate::command::{CommandResult, Idempotency, Request};
 use crate::error::Error;
 use crate::raft::network::CallError;
 use crate::raft::NodeId;
+use crate::store::proposer::Rejected;
 use crate::store::{
-    fatal, Attempt, Store, WaitApplied, WaitAppliedReply, Write, WriteLevel, WriteOutcome,
-    WriteReply,
+    Attempt, Store, WaitApplied, WaitAppliedReply, Write, WriteLevel, WriteOutcome, WriteReply,
 };
+
+fn rejection(r: Rejected) -> Result<Attempt<WriteOutcome>, Error> {
+    match r {
+        Rejected::NotLeader => Ok(Attempt::Retry),
+        Rejected::Stopped => Err(Error::ShuttingDown),
+        Rejected::Failed(m) => Err(Error::Internal(m)),
+    }
+}
 
 impl Store {
     /// Writes through whichever node leads, retrying on a new leader only when
@@ -74,41 +79,40 @@ impl Store {
 
     async fn write_strong(&self, req: Request) -> Result<Attempt<WriteOutcome>, Error> {
         let wait = self.config.leader_wait + self.config.read_wait;
-        let res = tokio::time::timeout(wait, self.raft.client_write(req))
+        let applied = tokio::time::timeout(wait, self.proposer.submit(req))
             .await
-            .map_err(|_| Error::WriteTimeout(wait))?;
-        match res {
-            Ok(resp) => Ok(Attempt::Done(match resp.data {
-                CommandResult::Replayed { index, original } => WriteOutcome {
-                    index,
-                    result: Some(*original),
+            .map_err(|_| Error::WriteTimeout(wait))?
+            .map_err(|_| Error::ShuttingDown)?;
+        match applied {
+            Ok((
+                index,
+                CommandResult::Replayed {
+                    index: original,
+                    original: result,
+                },
+            )) => {
+                let _ = index;
+                Ok(Attempt::Done(WriteOutcome {
+                    index: original,
+                    result: Some(*result),
                     replayed: true,
-                },
-                result => WriteOutcome {
-                    index: resp.log_id.index,
-                    result: Some(result),
-                    replayed: false,
-                },
+                }))
+            }
+            Ok((index, result)) => Ok(Attempt::Done(WriteOutcome {
+                index,
+                result: Some(result),
+                replayed: false,
             })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(Attempt::Retry),
-            Err(RaftError::APIError(e)) => Err(Error::Internal(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            Err(rejected) => rejection(rejected),
         }
     }
 
     /// Acknowledged once the leader's log store has appended the entry (its
-    /// ticket reports the index), or earlier if Raft already answered.
+    /// ticket reports the index), or earlier if it was rejected.
     async fn write_eventual(&self, mut req: Request) -> Result<Attempt<WriteOutcome>, Error> {
         let (ticket, appended) = self.appends.register();
         req.ticket = Some(ticket);
-        let answer = match self.raft.client_write_ff(req).await {
-            Ok(rx) => rx,
-            Err(e) => {
-                self.appends.forget(ticket);
-                return Err(fatal(e));
-            }
-        };
-        let mut answer = answer.fuse();
+        let answer = self.proposer.submit(req);
         let wait = self.config.leader_wait;
         let done = |index| {
             Some(Attempt::Done(WriteOutcome {
@@ -119,10 +123,12 @@ impl Store {
         };
         let outcome = tokio::select! {
             index = appended => index.ok().and_then(done),
-            res = &mut answer => match res {
-                Ok(Ok(resp)) => done(resp.log_id.index),
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Some(Attempt::Retry),
-                Ok(Err(e)) => return Err(Error::Internal(e.to_string())),
+            res = answer => match res {
+                Ok(Ok((index, _))) => done(index),
+                Ok(Err(rejected)) => {
+                    self.appends.forget(ticket);
+                    return rejection(rejected);
+                }
                 Err(_) => None,
             },
             _ = tokio::time::sleep(wait) => None,

@@ -1,0 +1,131 @@
+//! Group commit at the proposal level. openraft 0.9 appends and flushes each
+//! client write as its own entry, one flush at a time, so throughput would be
+//! one write per fsync. The proposer gathers the writes that queue up while
+//! earlier proposals are in flight into one [`Proposal`] (one entry, one
+//! flush), keeping the writes of one proposal on distinct keys.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::command::{CommandResult, Proposal, Request};
+use crate::raft::Raft;
+
+/// Most requests in one proposal.
+const MAX_REQUESTS: usize = 1024;
+/// Most payload bytes in one proposal (one request may exceed it alone).
+const MAX_BYTES: usize = 4 << 20;
+/// Proposals awaiting commit at once: while one replicates, the next flushes.
+const IN_FLIGHT: usize = 2;
+
+/// Why a request was not applied.
+#[derive(Debug, Clone)]
+pub enum Rejected {
+    /// This node is not the leader; nothing was appended.
+    NotLeader,
+    /// Raft is shutting down.
+    Stopped,
+    /// Raft stopped, or the outcome could not be learned.
+    Failed(String),
+}
+
+/// The index a request was committed at and what applying it produced.
+pub type Applied = Result<(u64, CommandResult), Rejected>;
+
+struct Pending {
+    req: Request,
+    footprint: Vec<String>,
+    reply: oneshot::Sender<Applied>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Proposer {
+    pub fn start(raft: Raft) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Proposer { tx }
+    }
+
+    /// Proposes `req`; the receiver resolves once it is applied or rejected.
+    pub fn submit(&self, req: Request) -> oneshot::Receiver<Applied> {
+        let (reply, rx) = oneshot::channel();
+        let footprint = req.footprint();
+        let pending = Pending {
+            req,
+            footprint,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
+            let _ = p
+                .reply
+                .send(Err(Rejected::Failed("proposer stopped".into())));
+        }
+        rx
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Wait for a slot before gathering: writes queue up meanwhile.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut keys: HashSet<String> = first.footprint.iter().cloned().collect();
+        let mut bytes = first.req.weight();
+        let mut batch = vec![first];
+        while batch.len() < MAX_REQUESTS && bytes < MAX_BYTES {
+            let Ok(p) = rx.try_recv() else { break };
+            if p.footprint.iter().any(|k| keys.contains(k)) {
+                carried = Some(p);
+                break;
+            }
+            keys.extend(p.footprint.iter().cloned());
+            bytes += p.req.weight();
+            batch.push(p);
+        }
+        let (requests, replies): (Vec<Request>, Vec<_>) =
+            batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+        // Submitted in arrival order, here; only the wait is spawned.
+        let answer = raft.client_write_ff(Proposal { requests }).await;
+        tokio::spawn(async move {
+            let outcome = match answer {
+                Ok(rx) => match rx.await {
+                    Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
+                    Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(Rejected::NotLeader),
+                    Ok(Err(e)) => Err(Rejected::Failed(e.to_string())),
+                    Err(_) => Err(Rejected::Failed("raft dropped the write".into())),
+                },
+                Err(openraft::error::Fatal::Stopped) => Err(Rejected::Stopped),
+                Err(fatal) => Err(Rejected::Failed(fatal.to_string())),
+            };
+            drop(permit);
+            match outcome {
+                Ok((index, results)) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok((index, result)));
+                    }
+                }
+                Err(rejected) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(rejected.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
