@@ -32,10 +32,18 @@ pub enum Error {
     KeyTooLarge { len: usize, limit: usize },
     #[error("value is {len} bytes; limit is {limit}")]
     ValueTooLarge { len: usize, limit: usize },
-    #[error("value exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    #[error("{what} is {} bytes; limit is {limit}", .len.map_or("over the limit of".into(), |l| l.to_string()))]
+    BodyTooLarge {
+        what: &'static str,
+        len: Option<usize>,
+        limit: usize,
+    },
     #[error("precondition failed: key is {}", match .current { Some(i) => format!("at modification index {i}"), None => "absent".into() })]
-    PreconditionFailed { current: Option<u64>, index: u64 },
+    PreconditionFailed {
+        current: Option<u64>,
+        index: u64,
+        replayed: bool,
+    },
     #[error("Idempotency-Key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
     #[error("transaction has {ops} compares and operations; limit is {limit}")]
@@ -188,9 +196,13 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(code = self.code(), "{self}");
         }
-        let (current_index, index) = match &self {
-            Error::PreconditionFailed { current, index } => (Some(*current), Some(*index)),
-            _ => (None, None),
+        let (current_index, index, replayed) = match &self {
+            Error::PreconditionFailed {
+                current,
+                index,
+                replayed,
+            } => (Some(*current), Some(*index), *replayed),
+            _ => (None, None, false),
         };
         let body = Body {
             error: Detail {
@@ -202,6 +214,12 @@ impl IntoResponse for Error {
         let mut resp = (self.status(), Json(body)).into_response();
         if let Some(index) = index {
             resp.headers_mut().insert("x-raft-index", index.into());
+        }
+        if replayed {
+            resp.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
         }
         resp
     }

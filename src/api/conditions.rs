@@ -74,6 +74,7 @@ pub fn check_outcome(outcome: &WriteOutcome, idempotency_key: Option<&str>) -> R
         Some(CommandResult::PreconditionFailed { current }) => Err(Error::PreconditionFailed {
             current: *current,
             index: outcome.index,
+            replayed: outcome.replayed,
         }),
         Some(CommandResult::IdempotencyConflict) => Err(Error::IdempotencyKeyReused(
             idempotency_key.unwrap_or_default().to_string(),

@@ -159,7 +159,7 @@ async fn put_key(
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
     let limit = state.store.config.limits.max_value_bytes;
-    let value = body.map_err(|e| body_error(e, &headers, limit))?;
+    let value = body.map_err(|e| body_error(e, &headers, limit, "value"))?;
     check_value(&value, limit)?;
     let command = Command::Put {
         key,
@@ -171,15 +171,17 @@ async fn put_key(
 }
 
 /// A body over the limit is cut off by axum before we see all of it.
-pub fn body_error(e: BytesRejection, headers: &HeaderMap, limit: usize) -> Error {
+pub fn body_error(
+    e: BytesRejection,
+    headers: &HeaderMap,
+    limit: usize,
+    what: &'static str,
+) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let declared = headers
+        let len = headers
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        match declared {
-            Some(len) => Error::ValueTooLarge { len, limit },
-            None => Error::BodyTooLarge { limit },
-        }
+        Error::BodyTooLarge { what, len, limit }
     } else {
         Error::InvalidBody(e.body_text())
     }

@@ -41,31 +41,73 @@ struct TxnJson {
     failure: Vec<OpJson>,
 }
 
+/// One compare, flat so that unknown fields are refused (serde cannot deny
+/// them through `flatten`); which fields a test needs is checked in `test()`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CompareJson {
     key: String,
-    #[serde(flatten)]
-    test: TestJson,
+    test: TestKind,
+    value: Option<String>,
+    value_base64: Option<String>,
+    mod_index: Option<u64>,
+    number: Option<i64>,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "test", rename_all = "snake_case")]
-enum TestJson {
-    ValueEq {
-        value: Option<String>,
-        value_base64: Option<String>,
-    },
-    ModIndexEq {
-        mod_index: u64,
-    },
+#[derive(Deserialize, Clone, Copy, Debug)]
+#[serde(rename_all = "snake_case")]
+enum TestKind {
+    ValueEq,
+    ModIndexEq,
     Exists,
     Absent,
-    Ge {
-        number: i64,
-    },
-    Le {
-        number: i64,
-    },
+    Ge,
+    Le,
+}
+
+impl CompareJson {
+    fn test(self, limits: &Limits) -> Result<(Key, Test), Error> {
+        let kind = self.test;
+        let missing = |field: &str| {
+            Error::InvalidBody(format!("compare test {kind:?} needs the field {field}"))
+        };
+        let extra = |ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidBody(format!(
+                    "compare test {kind:?} has fields it does not use"
+                )))
+            }
+        };
+        let no_value = self.value.is_none() && self.value_base64.is_none();
+        let test = match kind {
+            TestKind::ValueEq => {
+                extra(self.mod_index.is_none() && self.number.is_none())?;
+                Test::ValueEquals(value_of(self.value, self.value_base64, limits)?)
+            }
+            TestKind::ModIndexEq => {
+                extra(no_value && self.number.is_none())?;
+                Test::ModIndexEquals(self.mod_index.ok_or_else(|| missing("mod_index"))?)
+            }
+            TestKind::Exists | TestKind::Absent => {
+                extra(no_value && self.mod_index.is_none() && self.number.is_none())?;
+                match kind {
+                    TestKind::Exists => Test::Exists,
+                    _ => Test::Absent,
+                }
+            }
+            TestKind::Ge | TestKind::Le => {
+                extra(no_value && self.mod_index.is_none())?;
+                let n = self.number.ok_or_else(|| missing("number"))?;
+                match kind {
+                    TestKind::Ge => Test::AtLeast(n),
+                    _ => Test::AtMost(n),
+                }
+            }
+        };
+        Ok((Key::parse(self.key, limits.max_key_bytes)?, test))
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,8 +143,15 @@ fn value_of(value: Option<String>, b64: Option<String>, limits: &Limits) -> Resu
 }
 
 fn parse_txn(body: &[u8], limits: &Limits) -> Result<Txn, Error> {
-    let json: TxnJson = serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidBody(format!("transaction JSON: {e}")))?;
+    let invalid = |e: serde_json::Error| Error::InvalidBody(format!("transaction JSON: {e}"));
+    // serde would also take a JSON array for a struct; a transaction is an object.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(Error::InvalidBody(
+            "a transaction is a JSON object: {\"compare\": [...], \"success\": [...], \"failure\": [...]}".into(),
+        ));
+    }
+    let json: TxnJson = serde_json::from_value(value).map_err(invalid)?;
     let ops = json.compare.len() + json.success.len() + json.failure.len();
     if ops > limits.max_txn_ops {
         return Err(Error::TxnTooLarge {
@@ -114,23 +163,7 @@ fn parse_txn(body: &[u8], limits: &Limits) -> Result<Txn, Error> {
     let compares = json
         .compare
         .into_iter()
-        .map(|c| {
-            let test = match c.test {
-                TestJson::ValueEq {
-                    value,
-                    value_base64,
-                } => Test::ValueEquals(value_of(value, value_base64, limits)?),
-                TestJson::ModIndexEq { mod_index } => Test::ModIndexEquals(mod_index),
-                TestJson::Exists => Test::Exists,
-                TestJson::Absent => Test::Absent,
-                TestJson::Ge { number } => Test::AtLeast(number),
-                TestJson::Le { number } => Test::AtMost(number),
-            };
-            Ok(Compare {
-                key: key(c.key)?,
-                test,
-            })
-        })
+        .map(|c| c.test(limits).map(|(key, test)| Compare { key, test }))
         .collect::<Result<_, Error>>()?;
     let ops = |list: Vec<OpJson>| -> Result<Vec<TxnOp>, Error> {
         list.into_iter()
@@ -228,7 +261,7 @@ async fn txn(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let limits = state.store.config.limits;
-    let body = body.map_err(|e| body_error(e, &headers, limits.max_value_bytes))?;
+    let body = body.map_err(|e| body_error(e, &headers, limits.max_value_bytes, "request body"))?;
     let txn = parse_txn(&body, &limits)?;
     let (level, outcome) = run_write(&state, &headers, Command::Txn(txn)).await?;
     let (status, head) = write_head(&state, level, &outcome);
@@ -311,5 +344,18 @@ mod tests {
             "txn_too_large"
         );
         assert_eq!(err(br#"{"succes":[]}"#), "invalid_body");
+        assert_eq!(err(b"[]"), "invalid_body");
+        assert_eq!(
+            err(br#"{"compare":[{"key":"a","test":"absent","numbr":3}]}"#),
+            "invalid_body"
+        );
+        assert_eq!(
+            err(br#"{"compare":[{"key":"a","test":"absent","value":"x"}]}"#),
+            "invalid_body"
+        );
+        assert_eq!(
+            err(br#"{"compare":[{"key":"a","test":"ge"}]}"#),
+            "invalid_body"
+        );
     }
 }
