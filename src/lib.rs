@@ -5,6 +5,7 @@
 //! error.rs              Error and its one mapping to HTTP
 //! node.rs               run one node: sled, Raft, HTTP, shutdown
 //! bootstrap.rs          form a fresh cluster from --initial-cluster
+//! checker/mod.rs        offline history checkers: linearizability, eventual reads
 //! kv.rs                 Key, Versioned value, size limits
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult
 //! store/                reads and writes at a consistency level; forwarding
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod checker;
 pub mod command;
 pub mod config;
 pub mod error;
