@@ -23,9 +23,11 @@
 //! api/conditions.rs     If-Match, If-None-Match, Idempotency-Key
 //! api/txn.rs            /v1/txn
 //! api/cluster.rs        /v1/cluster, /health, /ready
+//! bench/mod.rs          `quorumkv bench`: closed-loop load generator (quorumkv or etcd)
 //! ```
 
 pub mod api;
+pub mod bench;
 pub mod bootstrap;
 pub mod checker;
 pub mod command;

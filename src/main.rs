@@ -23,6 +23,8 @@ struct Cli {
 enum Cmd {
     /// Run one node of a cluster.
     Serve(ServeArgs),
+    /// Closed-loop HTTP load against a cluster (or etcd); reports throughput and latency.
+    Bench(quorumkv::bench::BenchArgs),
 }
 
 async fn shutdown_signal() {
@@ -59,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("node failed")?;
         }
+        Cmd::Bench(args) => quorumkv::bench::run(args).await.context("bench failed")?,
     }
     Ok(())
 }
