@@ -24,6 +24,7 @@
 //! api/txn.rs            /v1/txn
 //! api/cluster.rs        /v1/cluster, /health, /ready
 //! bench/mod.rs          `quorumkv bench`: closed-loop load generator (quorumkv or etcd)
+//! testkit/              LocalCluster of real processes, typed client, bank/booking workloads
 //! ```
 
 pub mod api;
@@ -38,6 +39,7 @@ pub mod node;
 pub mod raft;
 pub mod sm;
 pub mod store;
+pub mod testkit;
 
 pub use config::Config;
 pub use error::Error;

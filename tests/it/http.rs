@@ -1,13 +1,16 @@
-//! Requests to one node of a `Cluster`, and `Resp`, a fully read response.
+//! Requests to one node of a `Cluster`, and `Resp`, a fully read response;
+//! assertions on the answers of the typed testkit client (`Response`).
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use quorumkv::testkit::ApiError;
+use quorumkv::testkit::Response;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::harness::{secs, Cluster, NodeId, POLL};
+use crate::harness::{secs, Cluster, NodeId};
 
 pub struct Resp {
     pub status: StatusCode,
@@ -202,36 +205,30 @@ impl Cluster {
             assert_eq!(resp.error_code(), "min_index_timeout", "{resp:?}");
         }
     }
+}
 
-    /// The leader every live node agrees on.
-    pub async fn leader(&self, timeout: Duration) -> NodeId {
-        self.leader_among(&self.live(), timeout).await
-    }
+/// Asserts a typed client's answer has `status`, showing it if not.
+#[track_caller]
+pub fn status(r: &Response, status: u16) -> &Response {
+    assert_eq!(r.status, status, "unexpected status: {r:?}");
+    r
+}
 
-    /// Polls `/v1/cluster` on `ids` until all name the same leader, one of `ids`.
-    pub async fn leader_among(&self, ids: &[NodeId], timeout: Duration) -> NodeId {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut seen = Vec::new();
-            for &id in ids {
-                let path = format!("{}/v1/cluster", self.url(id));
-                let sent = self.http.get(path).timeout(secs(2)).send().await;
-                let info = match sent {
-                    Ok(r) => r.json::<Value>().await.ok(),
-                    Err(_) => None,
-                };
-                seen.push(info.and_then(|i| i["leader"].as_u64()));
-            }
-            if let Some(Some(leader)) = seen.first() {
-                if ids.contains(leader) && seen.iter().all(|s| *s == Some(*leader)) {
-                    return *leader;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nodes {ids:?} agree on no leader within {timeout:?}; last seen {seen:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
+/// Asserts `r` is the error `status` with a JSON body whose code is `code`
+/// and whose message is not empty; returns the error.
+#[track_caller]
+pub fn api_error(r: &Response, status: u16, code: &str) -> ApiError {
+    assert_eq!(r.status, status, "unexpected status: {r:?}");
+    let e = r
+        .api_error()
+        .unwrap_or_else(|| panic!("not a JSON error: {r:?}"));
+    assert_eq!(e.code, code, "{r:?}");
+    assert!(!e.message.is_empty(), "empty message: {r:?}");
+    e
+}
+
+/// Unwraps a typed client's transport result.
+#[track_caller]
+pub fn sent(r: Result<Response, quorumkv::testkit::Error>) -> Response {
+    r.unwrap_or_else(|e| panic!("request failed: {e}"))
 }

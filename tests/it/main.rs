@@ -2,9 +2,14 @@
 //! one cluster per test (see `harness`).
 
 mod bad_input;
+mod bad_txn;
+mod conditional;
 mod consistency;
 mod durability;
 mod failover;
 mod harness;
 mod http;
+mod idempotency;
 mod kv;
+mod money;
+mod txn;
