@@ -79,7 +79,8 @@ pub async fn run(
     let state_machine =
         StateMachine::open(sm_db, config.data_dir.join("snapshot"), config.idempotency)?;
     let reader = state_machine.reader();
-    let peers = PeerClient::new()?;
+    let listen_ip = config.listen.ip();
+    let peers = PeerClient::new((!listen_ip.is_unspecified()).then_some(listen_ip))?;
     let network = NetworkFactory {
         client: peers.clone(),
     };

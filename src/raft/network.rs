@@ -38,8 +38,11 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new() -> reqwest::Result<Self> {
+    /// `source`: the address peer connections leave from (the node's listen
+    /// IP), so that whoever sits between two nodes can tell them apart.
+    pub fn new(source: Option<std::net::IpAddr>) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
+            .local_address(source)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
