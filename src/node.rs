@@ -94,13 +94,16 @@ pub async fn run(
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-    let store = Arc::new(Store::new(
-        config.clone(),
-        raft.clone(),
-        reader,
-        peers,
-        appends,
-    ));
+    let store = Arc::new_cyclic(|me| {
+        Store::new(
+            config.clone(),
+            raft.clone(),
+            reader,
+            peers,
+            appends,
+            me.clone(),
+        )
+    });
     let app = api::router(AppState { store });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

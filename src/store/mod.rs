@@ -13,10 +13,11 @@
 
 mod proposer;
 mod read;
+mod rounds;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
@@ -134,6 +135,10 @@ pub struct Store {
     peers: PeerClient,
     appends: AppendWatch,
     proposer: proposer::Proposer,
+    /// This node's strong reads, coalesced.
+    rounds: rounds::Rounds,
+    /// Leader-side rounds, shared by its own reads and its followers'.
+    leader_rounds: rounds::Rounds,
 }
 
 impl Store {
@@ -143,6 +148,7 @@ impl Store {
         reader: SmReader,
         peers: PeerClient,
         appends: AppendWatch,
+        me: Weak<Store>,
     ) -> Self {
         let raft_for_proposer = raft.clone();
         Store {
@@ -154,7 +160,18 @@ impl Store {
             peers,
             appends,
             proposer: proposer::Proposer::start(raft_for_proposer),
+            rounds: Self::rounds(me.clone(), |s| async move { s.read_index_round().await }),
+            leader_rounds: Self::rounds(me, |s| async move { s.leader_round().await }),
         }
+    }
+
+    /// Starts coalescing calls of `round` on the store behind `me`.
+    fn rounds<F, Fut>(me: Weak<Store>, round: F) -> rounds::Rounds
+    where
+        F: Fn(Arc<Store>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<u64, Error>> + Send + 'static,
+    {
+        rounds::Rounds::start(move || me.upgrade().map(&round))
     }
 
     pub fn metrics(&self) -> RaftMetrics {

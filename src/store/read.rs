@@ -28,11 +28,16 @@ impl Store {
         }
     }
 
-    /// The read index, from this node if it leads or else from the leader.
-    async fn read_index(&self) -> Result<u64, Error> {
+    /// One read-index round: from this node if it leads, else from the leader.
+    /// Callers go through [`Store::read_index`], which shares rounds.
+    pub(crate) async fn read_index_round(&self) -> Result<u64, Error> {
         self.on_leader(|leader, m| async move {
             if leader == self.id {
-                return self.read_index_local().await;
+                return match self.leader_rounds.join().await {
+                    Ok(index) => Ok(Attempt::Done(index)),
+                    Err(e) if e.code() == "not_leader" => Ok(Attempt::Retry),
+                    Err(e) => Err(e),
+                };
             }
             let addr = Self::addr_of(&m, leader)
                 .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
@@ -52,7 +57,12 @@ impl Store {
         .await
     }
 
-    /// Makes the local replica fresh enough for `level`; returns its contact age.
+    /// The read index of a round that started after this call.
+    async fn read_index(&self) -> Result<u64, Error> {
+        self.rounds.join().await
+    }
+
+    /// Makes the local replica fresh enough for `level`.
     async fn prepare_read(&self, level: ReadLevel) -> Result<(), Error> {
         match level {
             ReadLevel::Strong => {
@@ -115,12 +125,16 @@ impl Store {
         Ok((self.meta(index), pairs, more))
     }
 
-    /// Server side of `/raft/read_index`.
-    pub async fn serve_read_index(&self) -> ReadIndexReply {
-        match self.read_index_local().await {
-            Ok(Attempt::Done(i)) => Ok(i),
-            Ok(Attempt::Retry) => Err(Error::NotLeader.to_wire()),
-            Err(e) => Err(e.to_wire()),
+    /// One round on the leader, as `/raft/read_index` and local reads need it.
+    pub(crate) async fn leader_round(&self) -> Result<u64, Error> {
+        match self.read_index_local().await? {
+            Attempt::Done(i) => Ok(i),
+            Attempt::Retry => Err(Error::NotLeader),
         }
+    }
+
+    /// Server side of `/raft/read_index`: followers' reads share the leader's rounds.
+    pub async fn serve_read_index(&self) -> ReadIndexReply {
+        self.leader_rounds.join().await.map_err(|e| e.to_wire())
     }
 }
