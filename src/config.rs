@@ -39,11 +39,11 @@ pub struct ServeArgs {
     pub heartbeat_ms: u64,
 
     /// Lower bound of the randomised election timeout, in milliseconds.
-    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MIN_MS", default_value_t = 400)]
+    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MIN_MS", default_value_t = 250)]
     pub election_timeout_min_ms: u64,
 
     /// Upper bound of the randomised election timeout, in milliseconds.
-    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MAX_MS", default_value_t = 800)]
+    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MAX_MS", default_value_t = 500)]
     pub election_timeout_max_ms: u64,
 
     /// Build a snapshot every this many applied entries.
