@@ -8,6 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 use quorumkv::config::{Config, ServeArgs};
 
+/// glibc's malloc showed as the top user-space cost under write load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "quorumkv",
