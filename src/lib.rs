@@ -25,6 +25,7 @@
 //! api/cluster.rs        /v1/cluster, /health, /ready
 //! bench/mod.rs          `quorumkv bench`: closed-loop load generator (quorumkv or etcd)
 //! testkit/              LocalCluster of real processes, typed client, bank/booking workloads
+//! torture/              Jepsen-style fault injection, history recording and checks
 //! ```
 
 pub mod api;
@@ -40,6 +41,7 @@ pub mod raft;
 pub mod sm;
 pub mod store;
 pub mod testkit;
+pub mod torture;
 
 pub use config::Config;
 pub use error::Error;

@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,15 @@ pub struct Options {
     pub start_timeout: Duration,
     /// Request timeout of the clients the cluster hands out.
     pub request_timeout: Duration,
+    /// Listen IP of each node in id order (node 1 first), each a loopback
+    /// address; nodes past the end listen on 127.0.0.1. A node's peer
+    /// connections leave from its listen IP, which is how a proxy between
+    /// nodes tells them apart.
+    pub listen_ips: Vec<IpAddr>,
+    /// The URL each node is known by in `--initial-cluster`, in id order, e.g.
+    /// a proxy in front of it; nodes past the end are known by their own URL.
+    /// Only peers use these: [`LocalCluster::url`] and its clients go direct.
+    pub advertise: Vec<String>,
 }
 
 impl Default for Options {
@@ -52,6 +62,8 @@ impl Default for Options {
             parent_dir: None,
             start_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            listen_ips: Vec::new(),
+            advertise: Vec::new(),
         }
     }
 }
@@ -78,6 +90,7 @@ impl NodeState {
 
 struct Node {
     id: NodeId,
+    ip: IpAddr,
     port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
@@ -149,6 +162,7 @@ impl LocalCluster {
             .zip(ports)
             .map(|(id, port)| Node {
                 id,
+                ip: listen_ip(&opts, id),
                 port,
                 data_dir: dir.join(format!("node-{id}")),
                 log_path: dir.join(format!("node-{id}.log")),
@@ -157,7 +171,10 @@ impl LocalCluster {
             .collect();
         let initial_cluster = nodes
             .iter()
-            .map(|n| format!("{}=http://127.0.0.1:{}", n.id, n.port))
+            .map(|n| match opts.advertise.get(n.id as usize - 1) {
+                Some(url) => format!("{}={url}", n.id),
+                None => format!("{}=http://{}", n.id, SocketAddr::new(n.ip, n.port)),
+            })
             .collect::<Vec<_>>()
             .join(",");
         // From here on, Drop kills what was spawned and removes the directory.
@@ -230,9 +247,16 @@ impl LocalCluster {
         Ok(self.node(id)?.port)
     }
 
-    /// `http://127.0.0.1:<port>` of a node.
+    /// The address a node listens on: its listen IP and port.
+    pub fn listen_addr(&self, id: NodeId) -> Result<SocketAddr, Error> {
+        let node = self.node(id)?;
+        Ok(SocketAddr::new(node.ip, node.port))
+    }
+
+    /// `http://<listen ip>:<port>` of a node (`127.0.0.1` unless
+    /// [`Options::listen_ips`] says otherwise): clients reach it directly.
     pub fn url(&self, id: NodeId) -> Result<String, Error> {
-        Ok(format!("http://127.0.0.1:{}", self.port(id)?))
+        Ok(format!("http://{}", self.listen_addr(id)?))
     }
 
     /// A client for node `id`; all of the cluster's clients share one pool.
@@ -439,7 +463,7 @@ impl LocalCluster {
         };
         cmd.arg("serve")
             .args(["--id", &id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", node.port)])
+            .args(["--listen", &SocketAddr::new(node.ip, node.port).to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &self.initial_cluster])
@@ -483,6 +507,15 @@ impl Drop for LocalCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Node `id`'s listen IP from `opts`, 127.0.0.1 by default.
+fn listen_ip(opts: &Options, id: NodeId) -> IpAddr {
+    let default = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    opts.listen_ips
+        .get(id as usize - 1)
+        .copied()
+        .unwrap_or(default)
 }
 
 /// Kills whatever `proc` runs and leaves it `Dead`.

@@ -12,4 +12,5 @@ mod http;
 mod idempotency;
 mod kv;
 mod money;
+mod torture;
 mod txn;
