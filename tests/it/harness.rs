@@ -71,7 +71,11 @@ impl Cluster {
             .pool_max_idle_per_host(0)
             .build()
             .expect("build http client");
-        Cluster { inner, http }
+        let cluster = Cluster { inner, http };
+        // Every test starts from a cluster with a leader: on a loaded machine
+        // the first election can take longer than a request's leader wait.
+        cluster.leader(secs(30)).await;
+        cluster
     }
 
     /// The testkit cluster, for what this wrapper does not repeat.
