@@ -207,8 +207,9 @@ recover_follower() {
         rm -rf "$QKV_DIR/node$f"
         mv "$QKV_DIR/node$f.aside" "$QKV_DIR/node$f"
     fi
+    offset="$(wc -c <"$QKV_DIR/node$f.log" 2>/dev/null || echo 0)"
     cluster_sh start "$f" >>"$OUT/logs/recovery.log" 2>&1 || true
-    qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" ||
+    qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" "$offset" ||
         die "node $f did not come back with its own data either"
     log "recovery: node $f restarted with its original data and caught up; the sweep goes on"
     return 1
