@@ -10,6 +10,7 @@
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult
 //! store/                reads and writes at a consistency level; forwarding
 //! sm/                   state machine data: layout, apply, idempotency, reads
+//! rng.rs                SplitMix64 for seeded load, workloads and test histories
 //! raft/mod.rs           openraft type config and aliases
 //! raft/durable.rs       sled flush + fdatasync; group commit
 //! raft/log_store.rs     RaftLogStorage on sled
@@ -38,6 +39,7 @@ pub mod error;
 pub mod kv;
 pub mod node;
 pub mod raft;
+pub mod rng;
 pub mod sm;
 pub mod store;
 pub mod testkit;
