@@ -115,13 +115,54 @@ pub async fn run(
 
     initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
 
+    // A Raft core that stopped on its own (a storage error, a bug) leaves a
+    // node that can serve nothing: exit non-zero so a supervisor restarts it
+    // from disk, instead of answering every request with an error forever.
+    let core_died = Arc::new(tokio::sync::Notify::new());
+    let watch = tokio::spawn(watch_core(raft.clone(), core_died.clone()));
+    let died = core_died.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = died.notified() => {}
+        }
+    };
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await
         .map_err(NodeError::Serve);
+    let fatal = core_failure(&raft);
+    watch.abort();
     tracing::info!("shutting down raft");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
-    served
+    match fatal {
+        Some(e) => Err(NodeError::Raft(format!("raft core stopped: {e}"))),
+        None => served,
+    }
+}
+
+/// Why the Raft core stopped, if it did.
+fn core_failure(raft: &Raft) -> Option<String> {
+    raft.metrics()
+        .borrow()
+        .running_state
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+}
+
+async fn watch_core(raft: Raft, died: Arc<tokio::sync::Notify>) {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Some(e) = core_failure(&raft) {
+            tracing::error!("raft core stopped: {e}; exiting");
+            died.notify_one();
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -89,8 +89,15 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterBody>, Err
     }))
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "id": state.store.id }))
+/// 200 while the process and its Raft core run; 503 once the core stopped
+/// (the process then exits).
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
+    if let Err(e) = &state.store.metrics().running_state {
+        return Err(Error::NotReady(format!("raft core stopped: {e}")));
+    }
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "id": state.store.id }),
+    ))
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Error> {

@@ -179,6 +179,23 @@ async fn put_is_not_acknowledged_when_fdatasync_fails() {
             }
             Err(e) => assert!(!e.is_timeout(), "no answer within 10 s: {e}"),
         }
+        // A node whose storage failed must not linger half-alive: its Raft
+        // core stops, and the process exits non-zero for a supervisor to see.
+        let deadline = Instant::now() + secs(20);
+        let status = loop {
+            if let Some(status) = c.kit().exit_status(id).expect("node") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node kept running after a storage failure:\n{}",
+                c.kit().log_tail(id, 20)
+            );
+            tokio::time::sleep(POLL).await;
+        };
+        assert!(!status.success(), "exit status {status}");
+        let log = c.kit().log_tail(id, 100_000);
+        assert!(log.contains("raft core stopped"), "log:\n{log}");
     })
     .await;
 }

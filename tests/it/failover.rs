@@ -147,6 +147,66 @@ async fn follower_behind_purged_log_catches_up_by_snapshot() {
     .await;
 }
 
+/// A follower that was fully caught up comes back with an empty data dir (a
+/// replaced disk) after the leader has purged its log: the leader must accept
+/// that its log went backwards, and the node catches up by snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn wiped_follower_catches_up_by_snapshot() {
+    within(secs(240), async {
+        let flags = ["--snapshot-every", "50", "--keep-logs", "10"];
+        let c = Cluster::start_with(3, &flags).await;
+        let leader = c.leader(secs(10)).await;
+        let f = c.others(leader)[0];
+        let c = &c;
+        let indexes: Vec<u64> = futures::stream::iter(0..300u64)
+            .map(|i| async move { c.put_ok(leader, &key(i), format!("v{i}")).await })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let last = indexes.into_iter().max().unwrap();
+        c.read_at_least(f, &key(0), last).await.expect(200);
+        let purged = c.info(leader).await["purged_index"].as_u64();
+        assert!(purged.is_some_and(|p| p > 0), "leader never purged");
+
+        c.kill9(f);
+        let dir = c.kit().data_dir(f).expect("data dir").to_path_buf();
+        std::fs::remove_dir_all(&dir).expect("wipe data dir");
+        std::fs::create_dir_all(&dir).expect("recreate data dir");
+        c.restart(f).await;
+        let after = c.put_ok(leader, "after-wipe", "1").await;
+
+        let deadline = Instant::now() + secs(60);
+        while c.applied_index(f).await.unwrap_or(0) < after {
+            let info = c.info(f).await;
+            assert!(
+                Instant::now() < deadline,
+                "node {f} stuck below {after}: {info}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let info = c.info(f).await;
+        assert!(
+            info["snapshot_index"].as_u64().is_some(),
+            "no snapshot on {f}: {info}"
+        );
+        for i in 0..300 {
+            let r = c.get(f, &key(i), "eventual").await.expect(200);
+            assert_eq!(r.text(), format!("v{i}"), "node {f}, key {}", key(i));
+        }
+        assert_eq!(
+            c.get(f, "after-wipe", "strong").await.expect(200).text(),
+            "1"
+        );
+        for id in c.ids() {
+            assert!(
+                !c.kit().log_tail(id, 100000).contains("panicked"),
+                "node {id} panicked"
+            );
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_write_survives_killing_all_nodes() {
     within(secs(180), async {
