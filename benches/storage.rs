@@ -19,6 +19,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use quorumkv::command::{Command, Proposal, Request};
 use quorumkv::kv::Key;
 use quorumkv::raft::durable::Durable;
+use quorumkv::raft::snapshot::SnapshotFile;
 use quorumkv::raft::state_machine::StateMachine;
 use quorumkv::raft::{encode, Entry};
 use quorumkv::sm::apply::Changes;
@@ -197,8 +198,8 @@ fn bench_changes(s: Scale) {
 async fn bench_state_machine(s: Scale) {
     let dir = tempfile::tempdir().expect("temp dir");
     let durable = Durable::open(&dir.path().join("sm")).expect("open sled");
-    let mut sm = StateMachine::open(durable, dir.path().join("snapshot"), Policy::default())
-        .expect("state machine");
+    let snapshots = SnapshotFile::open(dir.path().join("snapshot")).expect("snapshot file");
+    let mut sm = StateMachine::open(durable, snapshots, Policy::default()).expect("state machine");
     let mut index = 1u64;
     let mut key = 0u64;
     for (entries, reqs) in [(1u64, 1u64), (1, 64), (16, 4)] {

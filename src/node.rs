@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use openraft::storage::RaftLogStorage;
 use openraft::SnapshotPolicy;
 
 use crate::api::{self, AppState};
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerClient};
+use crate::raft::snapshot::SnapshotFile;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::store::Store;
@@ -25,6 +27,8 @@ pub enum NodeError {
     },
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
+    #[error("storage: {0}")]
+    Raftstore(String),
     #[error("raft config: {0}")]
     RaftConfig(String),
     #[error("raft: {0}")]
@@ -40,6 +44,10 @@ pub enum NodeError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("serve: {0}")]
     Serve(std::io::Error),
+}
+
+fn storage(e: crate::raft::StorageError) -> NodeError {
+    NodeError::Raftstore(e.to_string())
 }
 
 fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
@@ -74,10 +82,19 @@ pub async fn run(
     // log entries; the state machine is rebuilt from the log after a crash.
     let log_db = Durable::open(&config.data_dir.join("log")).map_err(dir_err)?;
     let sm_db = Durable::open(&config.data_dir.join("sm")).map_err(dir_err)?;
-    let log_store = LogStore::open(log_db, sm_db.clone())?;
+    let snapshots = SnapshotFile::open(config.data_dir.join("snapshot")).map_err(storage)?;
+    let mut log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
     let appends = log_store.append_watch();
-    let state_machine =
-        StateMachine::open(sm_db, config.data_dir.join("snapshot"), config.idempotency)?;
+    let mut state_machine = StateMachine::open(sm_db, snapshots, config.idempotency)?;
+    let log_last = log_store
+        .get_log_state()
+        .await
+        .map_err(storage)?
+        .last_log_id;
+    state_machine
+        .finish_interrupted_install(log_last)
+        .await
+        .map_err(storage)?;
     let reader = state_machine.reader();
     let listen_ip = config.listen.ip();
     let peers = PeerClient::new((!listen_ip.is_unspecified()).then_some(listen_ip))?;

@@ -12,20 +12,28 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReade
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::raft::durable::{Durable, Flusher};
+use crate::raft::snapshot::SnapshotFile;
 use crate::raft::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
+/// How long a purge waits for the snapshot that covers it to reach the disk.
+const PURGE_WAIT: Duration = Duration::from_secs(120);
+
 #[derive(Clone)]
 pub struct LogStore {
     durable: Durable,
     /// The state machine's database: flushed before the log is purged.
     sm: Durable,
+    /// Entries are purged only once the snapshot file covers them (`None`
+    /// only in openraft's storage suite, which purges without snapshots).
+    snapshots: Option<SnapshotFile>,
     log: sled::Tree,
     meta: sled::Tree,
     /// In the state machine's database (losing it only means re-applying).
@@ -77,7 +85,11 @@ impl AppendWatch {
 }
 
 impl LogStore {
-    pub fn open(durable: Durable, sm: Durable) -> Result<Self, sled::Error> {
+    pub fn open(
+        durable: Durable,
+        sm: Durable,
+        snapshots: Option<SnapshotFile>,
+    ) -> Result<Self, sled::Error> {
         let log = durable.db().open_tree("log")?;
         let meta = durable.db().open_tree("raft_meta")?;
         let committed = sm.db().open_tree("raft_committed")?;
@@ -85,6 +97,7 @@ impl LogStore {
         Ok(LogStore {
             durable,
             sm,
+            snapshots,
             log,
             meta,
             committed,
@@ -252,12 +265,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        // Durable before later appends are acknowledged: they share the next flush.
-        Ok(())
+        // Durable at once (truncation is rare): a snapshot installed next must
+        // never meet the conflicting entries again after a crash.
+        self.sync(ErrorVerb::Delete).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
+        // openraft purges behind an installed snapshot as soon as it has handed
+        // the snapshot to the state machine, before that is on disk: a crash
+        // in between would leave neither the entries nor the snapshot.
+        if let Some(snapshots) = &self.snapshots {
+            if !snapshots.wait_covers(log_id, PURGE_WAIT).await {
+                let e = std::io::Error::other(format!(
+                    "no snapshot on disk covers {log_id} after {PURGE_WAIT:?}"
+                ));
+                return Err(StorageError::from_io_error(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Delete,
+                    e,
+                ));
+            }
+        }
         // Entries are purged only behind a snapshot, so the state machine has
         // applied them; make that durable before they can be gone, so a restart
         // never finds a gap between the applied state and the log.

@@ -1,14 +1,19 @@
 //! `<data-dir>/snapshot`: the newest snapshot with its metadata, replaced
 //! atomically (temp file, fsync, rename, fsync dir) and only by a newer one,
 //! so a slow build cannot overwrite a snapshot installed meanwhile.
+//!
+//! It also tells the log store how far the file on disk reaches
+//! ([`SnapshotFile::wait_covers`]): log entries may be purged only behind it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::{ErrorSubject, ErrorVerb};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-use crate::raft::{decode, encode, SnapshotMeta, StorageError};
+use crate::raft::{decode, encode, LogId, SnapshotMeta, StorageError};
 
 /// What the snapshot file holds.
 #[derive(Serialize, Deserialize)]
@@ -32,14 +37,40 @@ pub fn snap_err<E: std::error::Error + Send + Sync + 'static>(
 pub struct SnapshotFile {
     path: PathBuf,
     lock: Arc<Mutex<()>>,
+    /// The last log id of the snapshot on disk.
+    covered: Arc<watch::Sender<Option<LogId>>>,
 }
 
 impl SnapshotFile {
-    pub fn new(path: PathBuf) -> Self {
-        SnapshotFile {
+    /// Opens `path`, reading only the metadata of the snapshot there, if any.
+    pub fn open(path: PathBuf) -> Result<Self, StorageError> {
+        let meta: Option<SnapshotMeta> = match std::fs::File::open(&path) {
+            // The metadata is the file's first field: no need to read the data.
+            Ok(f) => Some(
+                bincode::deserialize_from(std::io::BufReader::new(f))
+                    .map_err(snap_err(ErrorVerb::Read))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(snap_err(ErrorVerb::Read)(e)),
+        };
+        let covered = meta.and_then(|m| m.last_log_id);
+        Ok(SnapshotFile {
             path,
             lock: Arc::new(Mutex::new(())),
-        }
+            covered: Arc::new(watch::Sender::new(covered)),
+        })
+    }
+
+    /// The last log id the snapshot on disk includes.
+    pub fn covered(&self) -> Option<LogId> {
+        *self.covered.borrow()
+    }
+
+    /// Waits until the snapshot on disk includes `log_id`; false after `limit`.
+    pub async fn wait_covers(&self, log_id: LogId, limit: Duration) -> bool {
+        let mut rx = self.covered.subscribe();
+        let covers = async move { rx.wait_for(|c| *c >= Some(log_id)).await.is_ok() };
+        tokio::time::timeout(limit, covers).await.unwrap_or(false)
     }
 
     pub fn load(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -76,6 +107,14 @@ impl SnapshotFile {
             }
             Ok(())
         };
-        io().map_err(snap_err(ErrorVerb::Write))
+        io().map_err(snap_err(ErrorVerb::Write))?;
+        self.covered.send_if_modified(|c| {
+            let newer = *c < snapshot.meta.last_log_id;
+            if newer {
+                *c = snapshot.meta.last_log_id;
+            }
+            newer
+        });
+        Ok(())
     }
 }

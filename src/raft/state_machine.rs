@@ -3,7 +3,6 @@
 //! last-applied log id. Snapshots are a point-in-time copy of the tree.
 
 use std::io::Cursor;
-use std::path::PathBuf;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -37,17 +36,40 @@ fn sm_err<E: std::error::Error + Send + Sync + 'static>(
 impl StateMachine {
     pub fn open(
         durable: Durable,
-        snapshot_path: PathBuf,
+        snapshot_file: SnapshotFile,
         policy: Policy,
     ) -> Result<Self, sled::Error> {
         let tree = durable.db().open_tree("sm")?;
         Ok(StateMachine {
             durable,
             tree,
-            snapshot_file: SnapshotFile::new(snapshot_path),
+            snapshot_file,
             snapshot_seq: 0,
             policy,
         })
+    }
+
+    /// Finishes a snapshot install that a crash interrupted. An install writes
+    /// the state machine, then the snapshot file; the log behind it is purged
+    /// only once the file covers it. A crash between the two leaves the state
+    /// machine ahead of the whole log and of the file, and openraft, on start,
+    /// would purge the log up to the state machine and find no snapshot that
+    /// reaches as far. The state machine then holds exactly the installed
+    /// snapshot, so writing the file from it completes the install.
+    pub async fn finish_interrupted_install(
+        &mut self,
+        log_last: Option<LogId>,
+    ) -> Result<(), StorageError> {
+        let (applied, _) = self.applied_state().await?;
+        if applied <= log_last || applied <= self.snapshot_file.covered() {
+            return Ok(());
+        }
+        tracing::warn!(
+            applied = %applied.map(|l| l.to_string()).unwrap_or_default(),
+            "a snapshot install was interrupted; writing the snapshot file again"
+        );
+        self.get_snapshot_builder().await.build_snapshot().await?;
+        Ok(())
     }
 
     pub fn reader(&self) -> SmReader {
@@ -220,5 +242,66 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    async fn open(dir: &std::path::Path) -> (StateMachine, SnapshotFile) {
+        let durable = Durable::open(&dir.join("sm")).expect("open sled");
+        let file = SnapshotFile::open(dir.join("snapshot")).expect("snapshot file");
+        let sm = StateMachine::open(durable, file.clone(), Policy::default()).expect("sm");
+        (sm, file)
+    }
+
+    async fn apply_up_to(sm: &mut StateMachine, index: u64) {
+        let entry = Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Blank,
+        };
+        sm.apply([entry]).await.expect("apply");
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_install_gets_its_snapshot_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut sm, file) = open(dir.path()).await;
+        // The state machine reached 40 with no log behind it and no file.
+        apply_up_to(&mut sm, 40).await;
+        assert_eq!(file.covered(), None);
+        sm.finish_interrupted_install(Some(log_id(3)))
+            .await
+            .expect("repair");
+        assert_eq!(file.covered(), Some(log_id(40)));
+        let reopened = SnapshotFile::open(dir.path().join("snapshot")).expect("reopen");
+        assert_eq!(
+            reopened.covered(),
+            Some(log_id(40)),
+            "metadata read back from disk"
+        );
+        assert!(file.wait_covers(log_id(40), Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn a_state_machine_within_its_log_needs_no_repair() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut sm, file) = open(dir.path()).await;
+        apply_up_to(&mut sm, 40).await;
+        sm.finish_interrupted_install(Some(log_id(40)))
+            .await
+            .expect("repair");
+        assert_eq!(file.covered(), None, "no snapshot written");
+        let wait = file.wait_covers(log_id(1), Duration::from_millis(50));
+        assert!(!wait.await, "nothing covers index 1");
     }
 }

@@ -5,6 +5,7 @@ use openraft::testing::{StoreBuilder, Suite};
 
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
+use crate::raft::snapshot::SnapshotFile;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{StorageError, TypeConfig};
 use crate::sm::idempotency::Policy;
@@ -24,9 +25,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let dir = tempfile::tempdir().map_err(io_err)?;
         let log_db = Durable::open(&dir.path().join("log")).map_err(io_err)?;
         let sm_db = Durable::open(&dir.path().join("sm")).map_err(io_err)?;
-        let log = LogStore::open(log_db, sm_db.clone()).map_err(io_err)?;
-        let sm = StateMachine::open(sm_db, dir.path().join("snapshot"), Policy::default())
-            .map_err(io_err)?;
+        // No snapshot guard: the suite purges logs without building snapshots.
+        let log = LogStore::open(log_db, sm_db.clone(), None).map_err(io_err)?;
+        let snapshots = SnapshotFile::open(dir.path().join("snapshot"))?;
+        let sm = StateMachine::open(sm_db, snapshots, Policy::default()).map_err(io_err)?;
         Ok((dir, log, sm))
     }
 }

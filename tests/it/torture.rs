@@ -16,12 +16,6 @@ fn bin() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_quorumkv").into()
 }
 
-// Ignored in the default run until the restart panic it found is fixed: a
-// follower killed 12 ms into a restart (during snapshot catch-up) came back with
-// its log purged past its snapshot file (purge 199 > snapshot 99) and openraft's
-// state validation panicked at startup. Run with `cargo test --test it torture --
-// --ignored` or scripts/torture.sh. See the note on issue 5.
-#[ignore = "finds an open bug: restart after kill during snapshot catch-up panics (issue 5)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn torture_every_fault_kind() {
     within(secs(300), async {
