@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a local three-node quorumkv cluster on 127.0.0.1 (see docs/CONTRACT.md).
+# Run a local three-node quorumkv cluster on 127.0.0.1 (see README.md).
 #
 # Usage: scripts/cluster.sh up | down [--wipe] | status
 #                           | kill ID | start ID | pause ID | resume ID | logs ID
@@ -472,8 +472,13 @@ cmd_kill() {
     local pid
     pid="$(live_pid "$1")" || die "node $1 is not running"
     kill -KILL "$pid"
-    local deadline=$((SECONDS + 5))
-    while is_node_pid "$1" "$pid" && ((SECONDS < deadline)); do
+    # Wait until the process is really gone, not just unrecognisable: a big
+    # process keeps its files (and sled's lock on them) while the kernel tears
+    # down its memory, and a `start` in that window fails to open its data.
+    local deadline=$((SECONDS + 30)) state
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        state="$(proc_state "$pid")"
+        [[ "$state" == Z || "$state" == X ]] && break
         sleep 0.05
     done
     info "node $1: killed (SIGKILL pid $pid)"

@@ -177,8 +177,12 @@ recover_follower() {
     local offset rc=0
     offset="$(wc -c <"$QKV_DIR/node$f.log" 2>/dev/null || echo 0)"
     t0="$(now_ms)"
-    cluster_sh start "$f" >>"$OUT/logs/recovery.log" 2>&1 || warn "node $f did not start"
-    qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" "$offset" || rc=$?
+    if cluster_sh start "$f" >>"$OUT/logs/recovery.log" 2>&1; then
+        qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" "$offset" || rc=$?
+    else
+        warn "node $f did not start; see logs/recovery.log"
+        rc=3
+    fi
     t1="$(now_ms)"
     local secs
     secs="$(secs_between "$t0" "$t1")"
@@ -192,6 +196,9 @@ recover_follower() {
     2)
         warn "recovery: $keys keys: $kind follower $f PANICKED after $secs s ($how); see logs/${QKV_DIR##*/}-node$f.log"
         how="FAILED, the node panicked catching up $how"
+        ;;
+    3)
+        how="FAILED, the node did not start ($how)"
         ;;
     *)
         warn "recovery: $keys keys: $kind follower $f not caught up within $RECOVERY_DEADLINE s ($how)"
