@@ -1,7 +1,7 @@
 //! The two HTTP APIs a run can speak, behind one request/observe pair, so the
 //! generator, connections and histograms are the same for both.
 //!
-//! - quorumkv: `PUT|GET /v1/kv/<key>` with `X-Consistency` (docs/CONTRACT.md);
+//! - quorumkv: `PUT|GET /v1/kv/<key>` with `X-Consistency` (README.md, "API");
 //!   a 404 `key_not_found` on a get is a successful read of an absent key.
 //! - etcd: the v3 JSON gateway, `POST /v3/kv/put {"key","value"}` and
 //!   `POST /v3/kv/range {"key"[,"serializable":true]}`, keys and values base64;

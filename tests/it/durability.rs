@@ -170,11 +170,7 @@ async fn put_is_not_acknowledged_when_fdatasync_fails() {
                     "want 5xx when fdatasync/fsync fail: {r:?}\ntrace:\n{trace}"
                 );
                 if r.status == 500 {
-                    assert_eq!(
-                        r.error_code(),
-                        "internal",
-                        "CONTRACT: storage failure: {r:?}"
-                    );
+                    assert_eq!(r.error_code(), "internal", "storage failure: {r:?}");
                 }
             }
             Err(e) => assert!(!e.is_timeout(), "no answer within 10 s: {e}"),
