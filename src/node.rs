@@ -84,7 +84,7 @@ pub async fn run(
     let sm_db = Durable::open(&config.data_dir.join("sm")).map_err(dir_err)?;
     let snapshots = SnapshotFile::open(config.data_dir.join("snapshot")).map_err(storage)?;
     let mut log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
-    let appends = log_store.append_watch();
+    let log_reader = log_store.clone();
     let mut state_machine = StateMachine::open(sm_db, snapshots, config.idempotency)?;
     let log_last = log_store
         .get_log_state()
@@ -116,8 +116,8 @@ pub async fn run(
             config.clone(),
             raft.clone(),
             reader,
+            log_reader,
             peers,
-            appends,
             me.clone(),
         )
     });

@@ -143,6 +143,14 @@ impl LogStore {
         }
     }
 
+    /// The id of the last entry in the log, or of the last purged one.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, crate::error::Error> {
+        let storage = |e: StorageError| crate::error::Error::Storage(e.to_string());
+        let purged: Option<LogId> =
+            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs).map_err(storage)?;
+        Ok(self.last_entry_log_id().map_err(storage)?.or(purged))
+    }
+
     pub fn append_watch(&self) -> AppendWatch {
         self.appends.clone()
     }

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/raft/forward", post(forward))
         .route("/raft/read_index", post(read_index))
         .route("/raft/wait_applied", post(wait_applied))
+        .route("/raft/probe", post(probe))
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
@@ -86,4 +87,9 @@ async fn read_index(State(s): State<AppState>, body: Bytes) -> Result<Response, 
 async fn wait_applied(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
     let req: WaitApplied = parse(&body)?;
     Ok(reply(&s.store.serve_wait_applied(req).await))
+}
+
+async fn probe(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
+    let () = parse(&body)?;
+    Ok(reply(&s.store.serve_probe()))
 }

@@ -11,6 +11,7 @@
 //! `write.rs` and `read.rs` hold the two paths; this file holds what they
 //! share: levels, outcomes, finding the leader and retrying on a new one.
 
+mod failover;
 mod proposer;
 mod read;
 mod rounds;
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandResult};
 use crate::config::Config;
 use crate::error::{Error, WireError};
-use crate::raft::log_store::AppendWatch;
+use crate::raft::log_store::{AppendWatch, LogStore};
 use crate::raft::network::PeerClient;
 use crate::raft::{NodeId, Raft, RaftMetrics};
 use crate::sm::reader::SmReader;
@@ -107,6 +108,11 @@ impl LastContact {
         self.at.store(ms, Ordering::Relaxed);
     }
 
+    /// How long since a leader was last heard from; since start if never.
+    pub fn silent_for(&self) -> Duration {
+        self.since().unwrap_or_else(|| self.start.elapsed())
+    }
+
     fn since(&self) -> Option<Duration> {
         match self.at.load(Ordering::Relaxed) {
             0 => None,
@@ -132,6 +138,8 @@ pub struct Store {
     pub config: Arc<Config>,
     pub contact: Arc<LastContact>,
     reader: SmReader,
+    /// Read-only use: this node's last log id, for `/raft/probe`.
+    log: LogStore,
     peers: PeerClient,
     appends: AppendWatch,
     proposer: proposer::Proposer,
@@ -146,17 +154,20 @@ impl Store {
         config: Arc<Config>,
         raft: Raft,
         reader: SmReader,
+        log: LogStore,
         peers: PeerClient,
-        appends: AppendWatch,
         me: Weak<Store>,
     ) -> Self {
         let raft_for_proposer = raft.clone();
+        let appends = log.append_watch();
+        failover::start(me.clone());
         Store {
             id: config.id,
             raft,
             config,
             contact: Arc::new(LastContact::new()),
             reader,
+            log,
             peers,
             appends,
             proposer: proposer::Proposer::start(raft_for_proposer),
