@@ -3,28 +3,43 @@
 
 use std::time::Duration;
 
-use openraft::error::RaftError;
+use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::error::Error;
 use crate::kv::{Pair, Versioned};
 use crate::raft::network::CallError;
 use crate::store::{fatal, Attempt, ReadIndexReply, ReadLevel, ReadMeta, Store};
 
+/// Leadership confirmations tried before a strong read gives up with `503`.
+const QUORUM_ROUNDS: u32 = 3;
+
 impl Store {
     /// The read index from the leader's point of view: leadership confirmed by a
     /// quorum, then the index every read must see. Errors when not leader.
     pub async fn read_index_local(&self) -> Result<Attempt<u64>, Error> {
         let wait = self.config.read_wait;
-        let res = tokio::time::timeout(wait, self.raft.get_read_log_id())
-            .await
-            .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
-        match res {
-            Ok((read_log_id, _)) => Ok(Attempt::Done(read_log_id.map_or(0, |l| l.index))),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
-                Ok(Attempt::Retry)
-            }
-            Err(RaftError::APIError(e)) => Err(Error::NoQuorum(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let res = tokio::time::timeout(wait, self.raft.get_read_log_id())
+                .await
+                .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
+            return match res {
+                Ok((read_log_id, _)) => Ok(Attempt::Done(read_log_id.map_or(0, |l| l.index))),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                    Ok(Attempt::Retry)
+                }
+                // A round lasts one heartbeat timeout (100 ms): followers busy
+                // for longer (a snapshot of a big state machine) miss it though
+                // they are there. A fresh round is as valid as the first.
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))
+                    if rounds < QUORUM_ROUNDS =>
+                {
+                    continue;
+                }
+                Err(RaftError::APIError(e)) => Err(Error::NoQuorum(e.to_string())),
+                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            };
         }
     }
 
