@@ -101,13 +101,7 @@ async fn follower_behind_purged_log_catches_up_by_snapshot() {
         let f_applied = c.applied_index(f).await.expect("follower applied index");
         c.kill9(f);
 
-        let c = &c;
-        let indexes: Vec<u64> = futures::stream::iter(0..300u64)
-            .map(|i| async move { c.put_ok(leader, &key(i), format!("v{i}")).await })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let last = indexes.into_iter().max().unwrap();
+        let last = put_keys(&c, leader).await;
 
         // The log F would need is gone: it can only catch up by snapshot.
         let deadline = Instant::now() + secs(30);
@@ -124,24 +118,7 @@ async fn follower_behind_purged_log_catches_up_by_snapshot() {
         }
 
         c.restart(f).await;
-        let deadline = Instant::now() + secs(60);
-        while c.applied_index(f).await.unwrap_or(0) < last {
-            let info = c.info(f).await;
-            assert!(
-                Instant::now() < deadline,
-                "node {f} stuck below {last}: {info}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-        let info = c.info(f).await;
-        assert!(
-            info["snapshot_index"].as_u64().is_some(),
-            "no snapshot on {f}: {info}"
-        );
-        for i in 0..300 {
-            let r = c.get(f, &key(i), "eventual").await.expect(200);
-            assert_eq!(r.text(), format!("v{i}"), "node {f}, key {}", key(i));
-        }
+        caught_up_by_snapshot(&c, f, last).await;
         assert_eq!(c.get(f, "first", "eventual").await.expect(200).text(), "1");
     })
     .await;
@@ -157,13 +134,7 @@ async fn wiped_follower_catches_up_by_snapshot() {
         let c = Cluster::start_with(3, &flags).await;
         let leader = c.leader(secs(10)).await;
         let f = c.others(leader)[0];
-        let c = &c;
-        let indexes: Vec<u64> = futures::stream::iter(0..300u64)
-            .map(|i| async move { c.put_ok(leader, &key(i), format!("v{i}")).await })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let last = indexes.into_iter().max().unwrap();
+        let last = put_keys(&c, leader).await;
         c.read_at_least(f, &key(0), last).await.expect(200);
         let purged = c.info(leader).await["purged_index"].as_u64();
         assert!(purged.is_some_and(|p| p > 0), "leader never purged");
@@ -175,24 +146,7 @@ async fn wiped_follower_catches_up_by_snapshot() {
         c.restart(f).await;
         let after = c.put_ok(leader, "after-wipe", "1").await;
 
-        let deadline = Instant::now() + secs(60);
-        while c.applied_index(f).await.unwrap_or(0) < after {
-            let info = c.info(f).await;
-            assert!(
-                Instant::now() < deadline,
-                "node {f} stuck below {after}: {info}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-        let info = c.info(f).await;
-        assert!(
-            info["snapshot_index"].as_u64().is_some(),
-            "no snapshot on {f}: {info}"
-        );
-        for i in 0..300 {
-            let r = c.get(f, &key(i), "eventual").await.expect(200);
-            assert_eq!(r.text(), format!("v{i}"), "node {f}, key {}", key(i));
-        }
+        caught_up_by_snapshot(&c, f, after).await;
         assert_eq!(
             c.get(f, "after-wipe", "strong").await.expect(200).text(),
             "1"
@@ -311,4 +265,37 @@ async fn strong_read_not_stale(c: &Cluster, id: NodeId, acked: &AtomicU64) -> bo
         "stale strong read on node {id}: {value}, but {before} was acknowledged before: {r:?}"
     );
     true
+}
+
+/// Writes keys 0..300 through `leader`, 8 at a time; the highest index.
+async fn put_keys(c: &Cluster, leader: NodeId) -> u64 {
+    let indexes: Vec<u64> = futures::stream::iter(0..300u64)
+        .map(|i| async move { c.put_ok(leader, &key(i), format!("v{i}")).await })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    indexes.into_iter().max().unwrap()
+}
+
+/// Waits until node `f` has applied `index`, then checks it holds a snapshot
+/// and every key of [`put_keys`].
+async fn caught_up_by_snapshot(c: &Cluster, f: NodeId, index: u64) {
+    let deadline = Instant::now() + secs(60);
+    while c.applied_index(f).await.unwrap_or(0) < index {
+        let info = c.info(f).await;
+        assert!(
+            Instant::now() < deadline,
+            "node {f} stuck below {index}: {info}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let info = c.info(f).await;
+    assert!(
+        info["snapshot_index"].as_u64().is_some(),
+        "no snapshot on {f}: {info}"
+    );
+    for i in 0..300 {
+        let r = c.get(f, &key(i), "eventual").await.expect(200);
+        assert_eq!(r.text(), format!("v{i}"), "node {f}, key {}", key(i));
+    }
 }
