@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use quorumkv::testkit::bank::{self, BankConfig};
-use quorumkv::testkit::{find_binary, LocalCluster, Options};
+use quorumkv::testkit::example;
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -56,47 +56,21 @@ async fn main() -> ExitCode {
     let Some(cfg) = parse(&args) else {
         return usage();
     };
-    let bin = match find_binary() {
-        Ok(bin) => bin,
-        Err(e) => {
-            eprintln!("bank: {e}");
-            return ExitCode::FAILURE;
-        }
+    let banner = |bin: &std::path::Path| {
+        format!(
+            "{} accounts x {}, {} clients x {} transfers, seed {}, binary {}",
+            cfg.accounts,
+            cfg.initial_balance,
+            cfg.clients,
+            cfg.transfers_per_client,
+            cfg.seed,
+            bin.display()
+        )
     };
-    println!(
-        "bank: {} accounts x {}, {} clients x {} transfers, seed {}, binary {}",
-        cfg.accounts,
-        cfg.initial_balance,
-        cfg.clients,
-        cfg.transfers_per_client,
-        cfg.seed,
-        bin.display()
-    );
-    let opts = Options {
-        dir_prefix: "quorumkv-bank-".into(),
-        ..Options::default()
-    };
-    let cluster = match LocalCluster::start(bin, 3, opts).await {
+    let cluster = match example::start_cluster("bank", banner).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("bank: could not start the cluster: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match bank::run(&cluster, &cfg).await {
-        Ok(report) => {
-            println!("{report}");
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                cluster.keep_dir();
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("bank: the run failed: {e}");
-            cluster.keep_dir();
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = bank::run(&cluster, &cfg).await;
+    example::finish("bank", &cluster, outcome)
 }

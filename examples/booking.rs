@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use quorumkv::testkit::booking::{self, BookingConfig};
-use quorumkv::testkit::{find_binary, LocalCluster, Options};
+use quorumkv::testkit::example;
 
 fn usage() -> ExitCode {
     eprintln!("usage: booking [--seats N] [--buyers N] [--stagger-ms N] [--seed N] [--no-kill]");
@@ -48,45 +48,19 @@ async fn main() -> ExitCode {
     let Some(cfg) = parse(&args) else {
         return usage();
     };
-    let bin = match find_binary() {
-        Ok(bin) => bin,
-        Err(e) => {
-            eprintln!("booking: {e}");
-            return ExitCode::FAILURE;
-        }
+    let banner = |bin: &std::path::Path| {
+        format!(
+            "{} buyers for {} seats, seed {}, binary {}",
+            cfg.buyers,
+            cfg.seats,
+            cfg.seed,
+            bin.display()
+        )
     };
-    println!(
-        "booking: {} buyers for {} seats, seed {}, binary {}",
-        cfg.buyers,
-        cfg.seats,
-        cfg.seed,
-        bin.display()
-    );
-    let opts = Options {
-        dir_prefix: "quorumkv-booking-".into(),
-        ..Options::default()
-    };
-    let cluster = match LocalCluster::start(bin, 3, opts).await {
+    let cluster = match example::start_cluster("booking", banner).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("booking: could not start the cluster: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match booking::run(&cluster, &cfg).await {
-        Ok(report) => {
-            println!("{report}");
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                cluster.keep_dir();
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("booking: the run failed: {e}");
-            cluster.keep_dir();
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = booking::run(&cluster, &cfg).await;
+    example::finish("booking", &cluster, outcome)
 }

@@ -23,6 +23,7 @@ pub mod booking;
 pub mod client;
 pub mod cluster;
 pub mod drive;
+pub mod example;
 pub mod process;
 pub mod wire;
 

@@ -141,6 +141,12 @@ impl BankReport {
     }
 }
 
+impl crate::testkit::example::Verdict for BankReport {
+    fn passed(&self) -> bool {
+        self.ok()
+    }
+}
+
 impl std::fmt::Display for BankReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let applied = self.count(|o| matches!(o, Outcome::Applied { .. }));

@@ -119,6 +119,12 @@ impl BookingReport {
     }
 }
 
+impl crate::testkit::example::Verdict for BookingReport {
+    fn passed(&self) -> bool {
+        self.ok()
+    }
+}
+
 impl std::fmt::Display for BookingReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let yes = |read: bool| {
