@@ -25,7 +25,8 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_ADVERTISE")]
     pub advertise: Option<String>,
 
-    /// Directory for the Raft log, vote, state machine (sled, in <dir>/db) and snapshot.
+    /// Directory for the Raft log and vote (sled, <dir>/log), the state machine
+    /// (sled, <dir>/sm) and the latest snapshot (<dir>/snapshot).
     #[arg(long, env = "QKV_DATA_DIR")]
     pub data_dir: PathBuf,
 
