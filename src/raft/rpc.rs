@@ -41,7 +41,9 @@ fn reply<T: Serialize>(v: &T) -> Response {
 }
 
 async fn append(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
-    let res = s.store.raft.append_entries(parse(&body)?).await;
+    let req = parse(&body)?;
+    s.store.contact.arrived();
+    let res = s.store.raft.append_entries(req).await;
     if matches!(
         res,
         Ok(AppendEntriesResponse::Success
@@ -58,11 +60,14 @@ async fn vote(State(s): State<AppState>, body: Bytes) -> Result<Response, Error>
 }
 
 async fn install_snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
-    Ok(reply(&s.store.raft.install_snapshot(parse(&body)?).await))
+    let req = parse(&body)?;
+    s.store.contact.arrived();
+    Ok(reply(&s.store.raft.install_snapshot(req).await))
 }
 
 async fn full_snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, Error> {
     let req: FullSnapshot = parse(&body)?;
+    s.store.contact.arrived();
     let snapshot = Snapshot {
         meta: req.meta,
         snapshot: Box::new(std::io::Cursor::new(req.data)),

@@ -9,9 +9,10 @@
 //! another round: a third of the leader kills in `scripts/failover-bench.sh`,
 //! up to 3.4 s without a leader.
 //!
-//! Here a voting follower that has heard from no leader for a lease asks the
-//! other voters (`/raft/probe`). If any of them leads, or heard from a leader
-//! within the lease, nothing happens. Otherwise the one with the greatest last
+//! Here a voting follower that has had no append-entries from any leader for
+//! a lease (arrivals count, not just acceptances: a slow disk must not look
+//! like a dead leader) asks the other voters (`/raft/probe`). If any of them
+//! leads, or heard from a leader within the lease, nothing happens. Otherwise the one with the greatest last
 //! log id (the lowest node id on a tie), the one every other voter would vote
 //! for, stands at once. Votes, terms and safety stay openraft's: a wrong guess
 //! costs no more than the round openraft runs anyway.
@@ -30,8 +31,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Probe {
     pub leading: bool,
-    /// Milliseconds since this node last heard from a leader (since it
-    /// started, if never).
+    /// Milliseconds since a leader's append-entries last arrived here, even
+    /// one not yet accepted (since this node started, if none has).
     pub silent_ms: u64,
     pub last_log: Option<LogId>,
 }

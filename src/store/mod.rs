@@ -86,35 +86,52 @@ pub type ReadIndexReply = Result<u64, WireError>;
 pub type WaitApplied = (u64, u64);
 pub type WaitAppliedReply = Result<u64, WireError>;
 
-/// When this node last heard from a leader, for `X-Last-Contact-Ms`.
+/// When this node last heard from a leader: an accepted append-entries, for
+/// `X-Last-Contact-Ms`; and any append-entries at all, for failover.
 #[derive(Debug)]
 pub struct LastContact {
     start: Instant,
     /// Milliseconds since `start` + 1 of the last accepted append; 0 = never.
-    at: AtomicU64,
+    accepted: AtomicU64,
+    /// The same for the last append-entries that arrived, accepted or not.
+    arrived: AtomicU64,
 }
 
 impl LastContact {
     fn new() -> Self {
         LastContact {
             start: Instant::now(),
-            at: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            arrived: AtomicU64::new(0),
         }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
     }
 
     /// Records that a leader's append-entries was accepted just now.
     pub fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64 + 1;
-        self.at.store(ms, Ordering::Relaxed);
+        self.accepted.store(self.now(), Ordering::Relaxed);
     }
 
-    /// How long since a leader was last heard from; since start if never.
+    /// Records that an append-entries arrived just now. A follower whose disk
+    /// is slow may take longer than the leader waits (one heartbeat) to accept
+    /// it; the leader is alive all the same.
+    pub fn arrived(&self) {
+        self.arrived.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// How long since any append-entries arrived; since start if none has.
     pub fn silent_for(&self) -> Duration {
-        self.since().unwrap_or_else(|| self.start.elapsed())
+        let last = self.arrived.load(Ordering::Relaxed);
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.saturating_sub(1)))
     }
 
     fn since(&self) -> Option<Duration> {
-        match self.at.load(Ordering::Relaxed) {
+        match self.accepted.load(Ordering::Relaxed) {
             0 => None,
             at => Some(
                 self.start
