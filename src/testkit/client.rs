@@ -109,6 +109,18 @@ pub struct Response {
 }
 
 impl Response {
+    /// Reads `resp` to the end.
+    pub async fn read(resp: reqwest::Response) -> reqwest::Result<Response> {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -276,15 +288,7 @@ impl Client {
         if let Some(t) = opts.timeout {
             req = req.timeout(t);
         }
-        let resp = req.body(body.into()).send().await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Ok(Response::read(req.body(body.into()).send().await?).await?)
     }
 
     pub async fn put(

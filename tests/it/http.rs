@@ -6,40 +6,33 @@ use std::time::Instant;
 
 use quorumkv::testkit::ApiError;
 use quorumkv::testkit::Response;
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::Value;
 
 use crate::harness::{secs, Cluster, NodeId};
 
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
+/// A whole answer ([`Response`]) with assertions that panic with the answer
+/// shown.
+pub struct Resp(Response);
+
+impl std::ops::Deref for Resp {
+    type Target = Response;
+
+    fn deref(&self) -> &Response {
+        &self.0
+    }
 }
 
 impl Resp {
     /// Sends a request and reads the whole answer.
     pub async fn fetch(req: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
-        let resp = req.send().await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await?.to_vec();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        Ok(Resp(Response::read(req.send().await?).await?))
     }
 
     /// Asserts the status, showing the whole response if it differs.
     pub fn expect(self, status: u16) -> Resp {
         assert_eq!(self.status, status, "unexpected status: {self:?}");
         self
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     pub fn header_u64(&self, name: &str) -> u64 {
@@ -71,10 +64,6 @@ impl Resp {
             .unwrap_or_else(|| panic!("no index in write body: {self:?}"))
     }
 
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     /// `error.code`, after checking the body is `{"error":{"code","message"}}`.
     pub fn error_code(&self) -> String {
         let json = self.json();
@@ -98,17 +87,7 @@ impl Resp {
 
 impl fmt::Debug for Resp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = &self.body[..self.body.len().min(400)];
-        let mut text = String::from_utf8_lossy(shown).into_owned();
-        if shown.len() < self.body.len() {
-            text = format!("{text}… ({} bytes)", self.body.len());
-        }
-        let headers: Vec<String> = self
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("<bin>")))
-            .collect();
-        write!(f, "{} [{}] {text:?}", self.status, headers.join(", "))
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 

@@ -25,7 +25,7 @@ async fn write_via_follower_is_read_strong_on_every_node() {
 
         for id in c.ids() {
             let r = c.get(id, "greeting", "strong").await.expect(200);
-            assert_eq!(r.body, b"hello", "node {id}: {r:?}");
+            assert_eq!(&r.body[..], b"hello", "node {id}: {r:?}");
             assert_eq!(r.served_by(), id, "strong read is served locally: {r:?}");
             assert!(
                 r.raft_index() >= index,
@@ -167,7 +167,7 @@ async fn eventual_write_is_visible_everywhere_at_its_index() {
         let index = w.index();
         for id in c.ids() {
             let r = c.read_at_least(id, "ev", index).await.expect(200);
-            assert_eq!(r.body, b"later", "node {id}: {r:?}");
+            assert_eq!(&r.body[..], b"later", "node {id}: {r:?}");
             assert!(r.raft_index() >= index, "{r:?}");
             assert_eq!(r.served_by(), id, "{r:?}");
             assert!(r.header("x-last-contact-ms").is_some(), "{r:?}");
@@ -191,7 +191,8 @@ async fn all_write_is_already_applied_on_every_node() {
         for id in c.ids() {
             let r = c.get(id, "everywhere", "eventual").await.expect(200);
             assert_eq!(
-                r.body, b"now",
+                &r.body[..],
+                b"now",
                 "node {id} had not applied the `all` write: {r:?}"
             );
             assert!(r.raft_index() >= index, "{r:?}");
