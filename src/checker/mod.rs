@@ -29,7 +29,7 @@ pub mod operation;
 mod wgl;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod gen;
 #[cfg(test)]

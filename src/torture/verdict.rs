@@ -269,34 +269,14 @@ fn replicas(s: &Settled) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::Value;
-
-    fn op(process: u64, kind: Op, call: u64, ret: u64, index: u64) -> Operation {
-        Operation {
-            process,
-            kind,
-            key: "k".into(),
-            call,
-            ret: Some(ret),
-            outcome: Outcome::Ok,
-            consistency: Consistency::Strong,
-            served_by: Some(1),
-            index: Some(index),
-        }
-    }
-
-    fn write(v: &str) -> Op {
-        Op::Write {
-            value: Value::from(v),
-        }
-    }
+    use crate::checker::fixtures::{read, write, Modify};
 
     #[test]
     fn finds_same_index_and_order() {
         let ops = vec![
-            op(0, write("a"), 0, 10, 5),
-            op(1, write("b"), 20, 30, 5),
-            op(2, Op::Read { value: None }, 40, 50, 4),
+            write(0, "a", 0, 10).at(1, 5),
+            write(1, "b", 20, 30).at(1, 5),
+            read(2, None, 40, 50).at(1, 4),
         ];
         assert_eq!(same_index(&ops).len(), 1);
         let order = index_order(&ops);
@@ -305,16 +285,16 @@ mod tests {
 
     #[test]
     fn finds_lost_write() {
-        let ops = vec![op(0, write("a"), 0, 10, 5), op(1, write("b"), 20, 30, 7)];
+        let ops = vec![
+            write(0, "a", 0, 10).at(1, 5),
+            write(1, "b", 20, 30).at(1, 7),
+        ];
         let mut finals = BTreeMap::new();
         finals.insert("k".to_owned(), Some(("a".to_owned(), 5)));
         assert_eq!(lost_writes(&ops, &finals).len(), 1);
         finals.insert("k".to_owned(), Some(("b".to_owned(), 7)));
         assert!(lost_writes(&ops, &finals).is_empty());
-        let mut unsure = op(2, write("c"), 40, 0, 0);
-        unsure.outcome = Outcome::Info;
-        unsure.ret = None;
-        unsure.index = None;
+        let unsure = write(2, "c", 40, 0).info();
         let ops = vec![ops[0].clone(), ops[1].clone(), unsure];
         finals.insert("k".to_owned(), Some(("c".to_owned(), 9)));
         assert!(lost_writes(&ops, &finals).is_empty());
