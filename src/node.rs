@@ -135,13 +135,11 @@ pub async fn run(
     // A Raft core that stopped on its own (a storage error, a bug) leaves a
     // node that can serve nothing: exit non-zero so a supervisor restarts it
     // from disk, instead of answering every request with an error forever.
-    let core_died = Arc::new(tokio::sync::Notify::new());
-    let watch = tokio::spawn(watch_core(raft.clone(), core_died.clone()));
-    let died = core_died.clone();
+    let core = raft.clone();
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
-            () = died.notified() => {}
+            () = core_stopped(core) => {}
         }
     };
     let served = axum::serve(listener, app)
@@ -149,7 +147,6 @@ pub async fn run(
         .await
         .map_err(NodeError::Serve);
     let fatal = core_failure(&raft);
-    watch.abort();
     tracing::info!("shutting down raft");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
@@ -170,16 +167,18 @@ fn core_failure(raft: &Raft) -> Option<String> {
         .map(|e| e.to_string())
 }
 
-async fn watch_core(raft: Raft, died: Arc<tokio::sync::Notify>) {
+/// Resolves once the Raft core has stopped with an error.
+async fn core_stopped(raft: Raft) {
     let mut metrics = raft.metrics();
     loop {
         if let Some(e) = core_failure(&raft) {
             tracing::error!("raft core stopped: {e}; exiting");
-            died.notify_one();
             return;
         }
         if metrics.changed().await.is_err() {
-            return;
+            // The core is gone without a recorded error: leave it to the
+            // shutdown signal, as before.
+            std::future::pending::<()>().await;
         }
     }
 }
