@@ -145,14 +145,24 @@ impl LogStore {
 
     /// The id of the last entry in the log, or of the last purged one.
     pub fn last_log_id(&self) -> Result<Option<LogId>, crate::error::Error> {
-        let storage = |e: StorageError| crate::error::Error::Storage(e.to_string());
-        let purged: Option<LogId> =
-            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs).map_err(storage)?;
-        Ok(self.last_entry_log_id().map_err(storage)?.or(purged))
+        self.log_state()
+            .map(|st| st.last_log_id)
+            .map_err(|e| crate::error::Error::Storage(e.to_string()))
     }
 
-    pub fn append_watch(&self) -> AppendWatch {
-        self.appends.clone()
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> =
+            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    /// Where `eventual` writers learn the index their entry was appended at.
+    pub fn appends(&self) -> &AppendWatch {
+        &self.appends
     }
 
     async fn sync(&self, verb: ErrorVerb) -> Result<(), StorageError> {
@@ -203,13 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> =
-            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs)?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        self.log_state()
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandResult};
 use crate::config::Config;
 use crate::error::{Error, WireError};
-use crate::raft::log_store::{AppendWatch, LogStore};
+use crate::raft::log_store::LogStore;
 use crate::raft::network::PeerClient;
 use crate::raft::{NodeId, Raft, RaftMetrics};
 use crate::sm::reader::SmReader;
@@ -124,14 +124,17 @@ impl LastContact {
 
     /// How long since any append-entries arrived; since start if none has.
     pub fn silent_for(&self) -> Duration {
-        let last = self.arrived.load(Ordering::Relaxed);
-        self.start
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last.saturating_sub(1)))
+        self.age(&self.arrived)
+            .unwrap_or_else(|| self.start.elapsed())
     }
 
     fn since(&self) -> Option<Duration> {
-        match self.accepted.load(Ordering::Relaxed) {
+        self.age(&self.accepted)
+    }
+
+    /// Time since the moment `stamp` holds; `None` if it was never set.
+    fn age(&self, stamp: &AtomicU64) -> Option<Duration> {
+        match stamp.load(Ordering::Relaxed) {
             0 => None,
             at => Some(
                 self.start
@@ -155,10 +158,10 @@ pub struct Store {
     pub config: Arc<Config>,
     pub contact: Arc<LastContact>,
     reader: SmReader,
-    /// Read-only use: this node's last log id, for `/raft/probe`.
+    /// Read-only use: this node's last log id (`/raft/probe`) and the index
+    /// an `eventual` write was appended at.
     log: LogStore,
     peers: PeerClient,
-    appends: AppendWatch,
     proposer: proposer::Proposer,
     /// This node's strong reads, coalesced.
     rounds: rounds::Rounds,
@@ -176,7 +179,6 @@ impl Store {
         me: Weak<Store>,
     ) -> Self {
         let raft_for_proposer = raft.clone();
-        let appends = log.append_watch();
         failover::start(me.clone());
         Store {
             id: config.id,
@@ -186,7 +188,6 @@ impl Store {
             reader,
             log,
             peers,
-            appends,
             proposer: proposer::Proposer::start(raft_for_proposer),
             rounds: Self::rounds(me.clone(), |s| async move { s.read_index_round().await }),
             leader_rounds: Self::rounds(me, |s| async move { s.leader_round().await }),

@@ -110,7 +110,7 @@ impl Store {
     /// Acknowledged once the leader's log store has appended the entry (its
     /// ticket reports the index), or earlier if it was rejected.
     async fn write_eventual(&self, mut req: Request) -> Result<Attempt<WriteOutcome>, Error> {
-        let (ticket, appended) = self.appends.register();
+        let (ticket, appended) = self.log.appends().register();
         req.ticket = Some(ticket);
         let answer = self.proposer.submit(req);
         let wait = self.config.leader_wait;
@@ -126,14 +126,14 @@ impl Store {
             res = answer => match res {
                 Ok(Ok((index, _))) => done(index),
                 Ok(Err(rejected)) => {
-                    self.appends.forget(ticket);
+                    self.log.appends().forget(ticket);
                     return rejection(rejected);
                 }
                 Err(_) => None,
             },
             _ = tokio::time::sleep(wait) => None,
         };
-        self.appends.forget(ticket);
+        self.log.appends().forget(ticket);
         outcome.ok_or(Error::WriteTimeout(wait))
     }
 
