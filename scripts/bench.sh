@@ -20,7 +20,7 @@
 #   --duration S, --warmup S   seconds measured / warmed up per run (default 10 / 2;
 #                 --quick 2 / 1)
 #
-# Output in DIR: raw/*.json (one `quorumkv bench --json` per run), runs.tsv (what
+# Output in DIR: raw/*.json (one `quorumkv-bench --json` per run), runs.tsv (what
 # each one was), summary.md (matrix: quorumkv beside etcd, ratios, targets),
 # tradeoffs.md, *.svg plots, machine.txt, bench.log, logs/ (node, etcd, bench stderr).
 #
@@ -159,7 +159,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 command -v curl >/dev/null 2>&1 || die "curl is required (apt-get install curl)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN="$TARGET_DIR/release/quorumkv"
+BENCH_BIN="$TARGET_DIR/release/quorumkv-bench"
 LOSS_BIN="$TARGET_DIR/release/benchloss"
 PLOT_BIN="$TARGET_DIR/release/benchplot"
 

@@ -205,7 +205,7 @@ ensure_built() {
     # Always ask cargo: it knows what changed (a no-op takes under a second), while
     # comparing file times misses a binary built from a half-edited tree.
     info "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    (cd "$ROOT" && cargo build --release --quiet -p quorumkv --bin quorumkv) || die "cargo build --release failed"
     [[ -x "$BIN" ]] || die "build succeeded but $BIN not found"
 }
 

@@ -13,6 +13,6 @@ step() {
 
 step "$ROOT/scripts/deps.sh"
 step cargo fmt --all -- --check
-step cargo clippy --all-targets -- -D warnings
-step cargo test --all-targets -- --test-threads 2
+step cargo clippy --workspace --all-targets -- -D warnings
+step cargo test --workspace --all-targets -- --test-threads 2
 printf '\n==> all checks passed\n' >&2

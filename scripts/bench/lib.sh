@@ -67,7 +67,7 @@ bench_timeout() {
 }
 
 # run_bench GROUP STORE WORKLOAD PLACEMENT CONNS VALUE_SIZE KEYS [bench flags...]
-# Runs `quorumkv bench --json`, stores raw/<name>.json, adds a manifest line and
+# Runs `quorumkv-bench --json`, stores raw/<name>.json, adds a manifest line and
 # prints one summary line. A failed run is recorded (benchplot shows a blank)
 # and returns 1, but does not stop the script.
 run_bench() {
@@ -83,7 +83,7 @@ run_bench() {
     local t0
     t0="$(now_ms)"
     timeout --foreground --kill-after=10 "${RUN_TIMEOUT:-$(bench_timeout)}" \
-        "$BIN" bench "${flags[@]}" "$@" \
+        "$BENCH_BIN" "${flags[@]}" "$@" \
         >"$OUT/$json" 2>"$OUT/$err" </dev/null || rc=$?
     if [[ "$group" != preload ]]; then
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$store" "$workload" "$placement" \

@@ -1,0 +1,244 @@
+//! `/v1/kv` routes: parse the request, call [`Store`](crate::store::Store), format.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::api::headers::{idempotency_key, precondition, read_level, write_level, Head};
+use crate::api::AppState;
+use crate::command::{Command, CommandResult};
+use crate::error::Error;
+use crate::kv::{check_value, Key};
+use crate::store::{ConsistencyLevel, Write, WriteOutcome};
+
+pub const MAX_LIST_LIMIT: usize = 10_000;
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/kv", get(list))
+        .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+}
+
+fn key(state: &AppState, path: Result<Path<String>, PathRejection>) -> Result<Key, Error> {
+    let Path(raw) = path.map_err(|e| Error::InvalidKey(e.body_text()))?;
+    Key::parse(raw, state.store.config.limits.max_key_bytes)
+}
+
+async fn empty_key() -> Error {
+    Error::InvalidKey("key must not be empty: use /v1/kv/{key}".into())
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let key = key(&state, path)?;
+    let level = read_level(&headers)?;
+    let (meta, value) = state.store.get(key.as_str(), level).await?;
+    let head = Head::read(&meta, level);
+    Ok(match value {
+        Some(v) => {
+            let mut h = head.etag(v.mod_index).into_map();
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            (StatusCode::OK, h, v.value).into_response()
+        }
+        None => (head.into_map(), Error::KeyNotFound(key.to_string())).into_response(),
+    })
+}
+
+#[derive(Serialize)]
+struct WriteBody {
+    index: u64,
+    consistency: ConsistencyLevel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<bool>,
+}
+
+/// Status and headers of an acknowledged write.
+pub fn write_head(
+    state: &AppState,
+    level: ConsistencyLevel,
+    outcome: &WriteOutcome,
+) -> (StatusCode, HeaderMap) {
+    let status = match level {
+        ConsistencyLevel::Eventual => StatusCode::ACCEPTED,
+        ConsistencyLevel::Strong | ConsistencyLevel::All => StatusCode::OK,
+    };
+    let head = Head::new()
+        .raft_index(outcome.index)
+        .consistency(level)
+        .served_by(state.store.id)
+        .replayed(outcome.replayed);
+    (status, head.into_map())
+}
+
+/// Turns results that HTTP reports as errors into errors.
+pub fn check_outcome(outcome: &WriteOutcome, idempotency_key: Option<&str>) -> Result<(), Error> {
+    match &outcome.result {
+        Some(CommandResult::PreconditionFailed { current }) => Err(Error::PreconditionFailed {
+            current: *current,
+            index: outcome.index,
+            replayed: outcome.replayed,
+        }),
+        Some(CommandResult::IdempotencyConflict) => Err(Error::IdempotencyKeyReused(
+            idempotency_key.unwrap_or_default().to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a write from an HTTP request: level and idempotency from its headers.
+pub async fn run_write(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<(ConsistencyLevel, WriteOutcome), Error> {
+    let level = write_level(headers)?;
+    let write = Write {
+        command,
+        level,
+        idempotency_key: idempotency_key(headers)?,
+    };
+    let key = write.idempotency_key.clone();
+    let outcome = state.store.write(write).await?;
+    check_outcome(&outcome, key.as_deref())?;
+    Ok((level, outcome))
+}
+
+fn write_response(state: &AppState, level: ConsistencyLevel, outcome: WriteOutcome) -> Response {
+    let (status, headers) = write_head(state, level, &outcome);
+    let deleted = match outcome.result {
+        Some(CommandResult::Delete { existed }) => Some(existed),
+        _ => None,
+    };
+    let body = WriteBody {
+        index: outcome.index,
+        consistency: level,
+        deleted,
+    };
+    (status, headers, Json(body)).into_response()
+}
+
+async fn put_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let key = key(&state, path)?;
+    let limit = state.store.config.limits.max_value_bytes;
+    let value = body.map_err(|e| body_error(e, &headers, limit, "value"))?;
+    check_value(&value, limit)?;
+    let command = Command::Put {
+        key,
+        value: value.to_vec(),
+        precondition: precondition(&headers)?,
+    };
+    let (level, outcome) = run_write(&state, &headers, command).await?;
+    Ok(write_response(&state, level, outcome))
+}
+
+/// A body over the limit is cut off by axum before we see all of it.
+pub fn body_error(
+    e: BytesRejection,
+    headers: &HeaderMap,
+    limit: usize,
+    what: &'static str,
+) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let len = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        Error::BodyTooLarge { what, len, limit }
+    } else {
+        Error::InvalidBody(e.body_text())
+    }
+}
+
+async fn delete_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let key = key(&state, path)?;
+    let command = Command::Delete {
+        key,
+        precondition: precondition(&headers)?,
+    };
+    let (level, outcome) = run_write(&state, &headers, command).await?;
+    Ok(write_response(&state, level, outcome))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListItem {
+    key: String,
+    value: String,
+    encoding: &'static str,
+}
+
+#[derive(Serialize)]
+struct ListBody {
+    items: Vec<ListItem>,
+    more: bool,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIST_LIMIT,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(Error::InvalidQuery(format!(
+                    "limit {s:?} must be an integer from 1 to {MAX_LIST_LIMIT}"
+                )))
+            }
+        },
+    };
+    let level = read_level(&headers)?;
+    let (meta, pairs, more) = state.store.scan(&q.prefix, limit, level).await?;
+    let items = pairs
+        .into_iter()
+        .map(|p| match String::from_utf8(p.value) {
+            Ok(value) => ListItem {
+                key: p.key,
+                value,
+                encoding: "utf8",
+            },
+            Err(e) => ListItem {
+                key: p.key,
+                value: base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                encoding: "base64",
+            },
+        })
+        .collect();
+    let headers = Head::read(&meta, level).into_map();
+    Ok((headers, Json(ListBody { items, more })).into_response())
+}

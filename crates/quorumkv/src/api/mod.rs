@@ -1,0 +1,54 @@
+//! The HTTP surface: client routes (`/v1`, `/health`, `/ready`) and peer routes
+//! (`/raft`) on one port. Unknown routes and methods answer JSON errors too.
+
+pub mod cluster;
+pub mod headers;
+pub mod kv;
+pub mod txn;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::middleware::map_response;
+use axum::response::Response;
+use axum::Router;
+
+use crate::error::Error;
+use crate::store::Store;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.store.config.limits.max_value_bytes;
+    let peers = crate::peer::router::router(state.store.clone()).layer(DefaultBodyLimit::disable());
+    let id = state.store.id;
+    let client = Router::new()
+        .merge(kv::router())
+        .merge(txn::router())
+        .merge(cluster::router())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    Router::new()
+        .merge(client)
+        .merge(peers)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response(move |mut resp: Response| async move {
+            // Errors too say which node answered.
+            headers::add_served_by(resp.headers_mut(), id);
+            resp
+        }))
+}
+
+async fn not_found(method: Method, uri: Uri) -> Error {
+    Error::RouteNotFound(format!("{method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Error {
+    Error::MethodNotAllowed(format!("{method} on {}", uri.path()))
+}

@@ -1,0 +1,276 @@
+//! `quorumkv serve` flags (each also read from a `QKV_*` environment variable)
+//! and their validation into a [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::raft::NodeId;
+use crate::sm::idempotency::Policy;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// This node's id: a positive integer, unique in the cluster and listed in --initial-cluster.
+    #[arg(long, env = "QKV_ID")]
+    pub id: NodeId,
+
+    /// Address to bind; one port serves clients (/v1, /health, /ready) and peers (/raft).
+    #[arg(long, env = "QKV_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+
+    /// URL peers and clients use to reach this node: the address the cluster
+    /// records for it [default: its --initial-cluster entry, else http://<listen>].
+    /// When both are given they must agree.
+    #[arg(long, env = "QKV_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Directory for the Raft log and vote (sled, <dir>/log), the state machine
+    /// (sled, <dir>/sm) and the latest snapshot (<dir>/snapshot).
+    #[arg(long, env = "QKV_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The founding members, etcd style: `1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,...`.
+    /// Used only when the data dir holds no state yet; a restarted node resumes from disk.
+    #[arg(long, env = "QKV_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Interval of leader heartbeats, in milliseconds.
+    #[arg(long, env = "QKV_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Lower bound of the randomised election timeout, in milliseconds.
+    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MIN_MS", default_value_t = 250)]
+    pub election_timeout_min_ms: u64,
+
+    /// Upper bound of the randomised election timeout, in milliseconds.
+    #[arg(long, env = "QKV_ELECTION_TIMEOUT_MAX_MS", default_value_t = 500)]
+    pub election_timeout_max_ms: u64,
+
+    /// Build a snapshot every this many applied entries.
+    #[arg(long, env = "QKV_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
+    /// Log entries kept behind a snapshot (so slightly lagging peers need no snapshot).
+    #[arg(long, env = "QKV_KEEP_LOGS", default_value_t = 1_000)]
+    pub keep_logs: u64,
+
+    /// Largest key accepted, in bytes (UTF-8).
+    #[arg(long, env = "QKV_MAX_KEY_BYTES", default_value_t = 4096)]
+    pub max_key_bytes: usize,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "QKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+
+    /// How long a request waits for a leader during an election before answering 503.
+    #[arg(long, env = "QKV_LEADER_WAIT_MS", default_value_t = 3000)]
+    pub leader_wait_ms: u64,
+
+    /// Bound on read waits: X-Min-Index, and a follower catching up to a strong read's index.
+    #[arg(long, env = "QKV_READ_WAIT_MS", default_value_t = 5000)]
+    pub read_wait_ms: u64,
+
+    /// Bound on `X-Consistency: all` waiting for every voter to apply a write.
+    #[arg(long, env = "QKV_ALL_WAIT_MS", default_value_t = 5000)]
+    pub all_wait_ms: u64,
+
+    /// Most compares plus operations in one transaction.
+    #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// How long the result of a request with an Idempotency-Key is kept for
+    /// retries (e.g. 10m, 1h). Must be the same on every node.
+    #[arg(long, env = "QKV_IDEMPOTENCY_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// Most idempotency results kept; the oldest go first. Must be the same on every node.
+    #[arg(long, env = "QKV_IDEMPOTENCY_MAX_KEYS", default_value_t = 100_000)]
+    pub idempotency_max_keys: u64,
+}
+
+/// Validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+    pub limits: Limits,
+    pub leader_wait: Duration,
+    pub read_wait: Duration,
+    pub all_wait: Duration,
+    pub idempotency: Policy,
+}
+
+/// Request size limits, checked before anything reaches the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--initial-cluster entry {0:?} is not ID=URL")]
+    BadMember(String),
+    #[error("--initial-cluster lists node {0} twice")]
+    DuplicateMember(NodeId),
+    #[error("--initial-cluster does not list this node's --id {0}")]
+    SelfMissing(NodeId),
+    #[error("--initial-cluster URL {0:?} must start with http://")]
+    BadUrl(String),
+    #[error("--advertise {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
+    AdvertiseMismatch { advertise: String, listed: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses `1=http://a:1,2=http://b:2`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadMember(part.into()))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::BadMember(part.into()))?;
+        let url = url.trim().trim_end_matches('/').to_string();
+        if !url.starts_with("http://") {
+            return Err(ConfigError::BadUrl(url));
+        }
+        if members.insert(id, url).is_some() {
+            return Err(ConfigError::DuplicateMember(id));
+        }
+    }
+    Ok(members)
+}
+
+impl TryFrom<ServeArgs> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: ServeArgs) -> Result<Self, ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if a.id == 0 {
+            return invalid("--id must be a positive integer");
+        }
+        if a.heartbeat_ms == 0 || a.election_timeout_min_ms <= a.heartbeat_ms * 2 {
+            return invalid("--election-timeout-min-ms must exceed twice --heartbeat-ms");
+        }
+        if a.election_timeout_max_ms <= a.election_timeout_min_ms {
+            return invalid("--election-timeout-max-ms must exceed --election-timeout-min-ms");
+        }
+        if a.snapshot_every == 0 {
+            return invalid("--snapshot-every must be at least 1");
+        }
+        if a.max_txn_ops == 0 || a.idempotency_max_keys == 0 {
+            return invalid("--max-txn-ops and --idempotency-max-keys must be at least 1");
+        }
+        if a.max_key_bytes == 0 || a.max_value_bytes == 0 {
+            return invalid("size limits must be at least 1 byte");
+        }
+        let initial_cluster = match &a.initial_cluster {
+            Some(s) => {
+                let m = parse_initial_cluster(s)?;
+                if !m.contains_key(&a.id) {
+                    return Err(ConfigError::SelfMissing(a.id));
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        let listed = initial_cluster.as_ref().and_then(|m| m.get(&a.id));
+        let advertise = match (&a.advertise, listed) {
+            (Some(adv), Some(listed)) if adv.trim_end_matches('/') != listed => {
+                return Err(ConfigError::AdvertiseMismatch {
+                    advertise: adv.clone(),
+                    listed: listed.clone(),
+                })
+            }
+            (Some(adv), _) => adv.trim_end_matches('/').to_string(),
+            (None, Some(listed)) => listed.clone(),
+            (None, None) => format!("http://{}", a.listen),
+        };
+        Ok(Config {
+            id: a.id,
+            listen: a.listen,
+            advertise,
+            data_dir: a.data_dir,
+            initial_cluster,
+            heartbeat: Duration::from_millis(a.heartbeat_ms),
+            election_timeout: (
+                Duration::from_millis(a.election_timeout_min_ms),
+                Duration::from_millis(a.election_timeout_max_ms),
+            ),
+            snapshot_every: a.snapshot_every,
+            keep_logs: a.keep_logs,
+            limits: Limits {
+                max_key_bytes: a.max_key_bytes,
+                max_value_bytes: a.max_value_bytes,
+                max_txn_ops: a.max_txn_ops,
+            },
+            leader_wait: Duration::from_millis(a.leader_wait_ms),
+            read_wait: Duration::from_millis(a.read_wait_ms),
+            all_wait: Duration::from_millis(a.all_wait_ms),
+            idempotency: Policy {
+                ttl_ms: a.idempotency_ttl.as_millis() as u64,
+                max_keys: a.idempotency_max_keys,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_initial_cluster() {
+        let m = parse_initial_cluster("1=http://127.0.0.1:7001, 2=http://127.0.0.1:7002/").unwrap();
+        assert_eq!(m[&1], "http://127.0.0.1:7001");
+        assert_eq!(m[&2], "http://127.0.0.1:7002");
+        assert!(matches!(
+            parse_initial_cluster("1=http://a,1=http://b"),
+            Err(ConfigError::DuplicateMember(1))
+        ));
+        assert!(parse_initial_cluster("x=http://a").is_err());
+        assert!(parse_initial_cluster("1=ftp://a").is_err());
+    }
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["quorumkv", "--id", "1", "--data-dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        let cli = <Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        Config::try_from(cli.serve)
+    }
+
+    #[test]
+    fn advertise_defaults_to_the_listed_url_and_must_agree_with_it() {
+        let cluster = "--initial-cluster=1=http://10.0.0.1:7001,2=http://10.0.0.2:7001";
+        let c = config(&[cluster]).unwrap();
+        assert_eq!(c.advertise, "http://10.0.0.1:7001");
+        let c = config(&[cluster, "--advertise", "http://10.0.0.1:7001/"]).unwrap();
+        assert_eq!(c.advertise, "http://10.0.0.1:7001");
+        assert!(matches!(
+            config(&[cluster, "--advertise", "http://127.0.0.1:7001"]),
+            Err(ConfigError::AdvertiseMismatch { .. })
+        ));
+        let c = config(&["--listen", "127.0.0.1:7101"]).unwrap();
+        assert_eq!(c.advertise, "http://127.0.0.1:7101");
+    }
+}

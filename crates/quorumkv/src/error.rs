@@ -1,0 +1,248 @@
+//! The one error type of the library and its one mapping to HTTP:
+//! status code + `{"error":{"code","message"}}`.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::headers::Head;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid X-Consistency {0:?}: valid values are strong, eventual, all")]
+    InvalidConsistency(String),
+    #[error("X-Consistency: all applies to writes only; reads take strong or eventual")]
+    AllOnRead,
+    #[error("invalid header {name}: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    #[error("key {0:?} not found")]
+    KeyNotFound(String),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
+    #[error("key is {len} bytes; limit is {limit}")]
+    KeyTooLarge { len: usize, limit: usize },
+    #[error("value is {len} bytes; limit is {limit}")]
+    ValueTooLarge { len: usize, limit: usize },
+    #[error("{what} is {} bytes; limit is {limit}", .len.map_or("over the limit of".into(), |l| l.to_string()))]
+    BodyTooLarge {
+        what: &'static str,
+        len: Option<usize>,
+        limit: usize,
+    },
+    #[error("precondition failed: key is {}", match .current { Some(i) => format!("at modification index {i}"), None => "absent".into() })]
+    PreconditionFailed {
+        current: Option<u64>,
+        index: u64,
+        replayed: bool,
+    },
+    #[error("Idempotency-Key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
+    #[error("transaction has {ops} compares and operations; limit is {limit}")]
+    TxnTooLarge { ops: usize, limit: usize },
+    #[error("no leader elected within {0:?}")]
+    NoLeader(Duration),
+    #[error("could not confirm leadership with a quorum: {0}")]
+    NoQuorum(String),
+    #[error("replica last heard from a leader {last_contact} ago, over the allowed {max:?}")]
+    StaleReplica { last_contact: String, max: Duration },
+    #[error("write not acknowledged within {0:?}; its outcome is unknown")]
+    WriteTimeout(Duration),
+    #[error("could not reach the leader ({0}); a write's outcome is unknown")]
+    ForwardFailed(String),
+    #[error("applied index did not reach {want} within {waited:?} (at {applied})")]
+    MinIndexTimeout {
+        want: u64,
+        applied: u64,
+        waited: Duration,
+    },
+    #[error("this node did not apply the leader's read index {index} within {waited:?} (it is at {applied}); the read was not served")]
+    ReadIndexTimeout {
+        index: u64,
+        applied: u64,
+        waited: Duration,
+    },
+    #[error(
+        "committed at index {index}, but not yet applied on node(s) {missing:?} within {waited:?}"
+    )]
+    NotFullyReplicated {
+        index: u64,
+        missing: Vec<u64>,
+        waited: Duration,
+    },
+    #[error("node is not ready: {0}")]
+    NotReady(String),
+    #[error("node is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An error that another node answered, passed on unchanged.
+    #[error("{}", .0.message)]
+    Remote(WireError),
+}
+
+/// An error as it crosses the wire between nodes (forwarded writes, read index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        use Error::*;
+        match self {
+            InvalidConsistency(_)
+            | AllOnRead
+            | InvalidHeader { .. }
+            | InvalidKey(_)
+            | InvalidQuery(_)
+            | InvalidBody(_) => StatusCode::BAD_REQUEST,
+            KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            KeyTooLarge { .. }
+            | ValueTooLarge { .. }
+            | BodyTooLarge { .. }
+            | TxnTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            NoLeader(_)
+            | NoQuorum(_)
+            | StaleReplica { .. }
+            | ForwardFailed(_)
+            | NotReady(_)
+            | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            MinIndexTimeout { .. }
+            | ReadIndexTimeout { .. }
+            | NotFullyReplicated { .. }
+            | WriteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Storage(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Remote(w) => StatusCode::from_u16(w.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        use Error::*;
+        match self {
+            InvalidConsistency(_) | AllOnRead => "invalid_consistency",
+            InvalidHeader { .. } => "invalid_header",
+            InvalidKey(_) => "invalid_key",
+            InvalidQuery(_) => "invalid_query",
+            InvalidBody(_) => "invalid_body",
+            KeyNotFound(_) => "key_not_found",
+            RouteNotFound(_) => "not_found",
+            MethodNotAllowed(_) => "method_not_allowed",
+            PreconditionFailed { .. } => "precondition_failed",
+            IdempotencyKeyReused(_) => "idempotency_key_reused",
+            TxnTooLarge { .. } => "txn_too_large",
+            KeyTooLarge { .. } => "key_too_large",
+            ValueTooLarge { .. } | BodyTooLarge { .. } => "value_too_large",
+            NoLeader(_) => "no_leader",
+            WriteTimeout(_) => "write_timeout",
+            NoQuorum(_) => "no_quorum",
+            StaleReplica { .. } => "stale_replica",
+            ForwardFailed(_) => "forward_failed",
+            MinIndexTimeout { .. } => "min_index_timeout",
+            ReadIndexTimeout { .. } => "read_index_timeout",
+            NotFullyReplicated { .. } => "not_fully_replicated",
+            NotReady(_) => "not_ready",
+            ShuttingDown => "shutting_down",
+            Storage(_) => "internal",
+            Internal(_) => "internal",
+            Remote(w) => &w.code,
+        }
+    }
+
+    pub fn to_wire(&self) -> WireError {
+        WireError {
+            status: self.status().as_u16(),
+            code: self.code().to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+    /// On 412: the key's modification index now (null when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_index: Option<Option<u64>>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::warn!(code = self.code(), "{self}");
+        } else {
+            tracing::debug!(code = self.code(), "{self}");
+        }
+        let (current_index, index, replayed) = match &self {
+            Error::PreconditionFailed {
+                current,
+                index,
+                replayed,
+            } => (Some(*current), Some(*index), *replayed),
+            _ => (None, None, false),
+        };
+        let body = Body {
+            error: Detail {
+                code: self.code(),
+                message: self.to_string(),
+                current_index,
+            },
+        };
+        let head = match index {
+            Some(index) => Head::new().raft_index(index).replayed(replayed),
+            None => Head::new(),
+        };
+        (self.status(), head.into_map(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip_keeps_status_and_code() {
+        let e = Error::NoLeader(Duration::from_secs(3));
+        let back = Error::Remote(e.to_wire());
+        assert_eq!(back.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(back.code(), "no_leader");
+        assert_eq!(back.to_string(), e.to_string());
+    }
+
+    #[test]
+    fn invalid_consistency_lists_valid_values() {
+        let msg = Error::InvalidConsistency("weak".into()).to_string();
+        for v in ["strong", "eventual", "all"] {
+            assert!(msg.contains(v));
+        }
+    }
+}

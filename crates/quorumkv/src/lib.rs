@@ -1,0 +1,42 @@
+//! quorumkv: a replicated key-value store with per-request consistency.
+//!
+//! The server only: the test kit and the bench tools live in their own
+//! crates and run the `quorumkv` binary.
+//!
+//! ```text
+//! config.rs             flags + env -> validated Config
+//! error.rs              Error and its one mapping to HTTP
+//! node.rs               one node: open storage and Raft (Node), serve, shut down
+//! bootstrap.rs          form a fresh cluster from --initial-cluster
+//! kv.rs                 Key, Versioned value, size limits
+//! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
+//! store/                reads and writes at a consistency level; leader forwarding
+//! peer/                 node to node: messages, PeerClient (call_leader), /raft/* router
+//! sm/                   state machine data: layout, apply, idempotency, reads
+//! raft/mod.rs           openraft type config and aliases
+//! raft/durable.rs       sled flush + fdatasync; group commit
+//! raft/log_store.rs     RaftLogStorage on sled
+//! raft/state_machine.rs RaftStateMachine on the sm tree
+//! raft/snapshot.rs      the snapshot file
+//! raft/network.rs       openraft's network traits on PeerClient
+//! api/mod.rs            router, AppState, JSON 404/405
+//! api/headers.rs        every header: parsing requests, writing responses
+//! api/kv.rs             /v1/kv routes
+//! api/txn.rs            /v1/txn
+//! api/cluster.rs        /v1/cluster, /health, /ready
+//! ```
+
+pub mod api;
+pub mod bootstrap;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod node;
+pub mod peer;
+pub mod raft;
+pub mod sm;
+pub mod store;
+
+pub use config::Config;
+pub use error::Error;

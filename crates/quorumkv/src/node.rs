@@ -1,0 +1,219 @@
+//! Running one node: open sled, start Raft, form or resume the cluster, serve
+//! HTTP until the shutdown future resolves, then stop Raft.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::storage::RaftLogStorage;
+use openraft::SnapshotPolicy;
+
+use crate::api::{self, AppState};
+use crate::bootstrap::initialize_if_new;
+use crate::config::Config;
+use crate::peer::PeerClient;
+use crate::raft::durable::Durable;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::snapshot::SnapshotFile;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Opening or reading sled, the log store or the snapshot file.
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft config: {0}")]
+    RaftConfig(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("serve: {0}")]
+    Serve(std::io::Error),
+}
+
+impl From<sled::Error> for NodeError {
+    fn from(e: sled::Error) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+fn storage(e: crate::raft::StorageError) -> NodeError {
+    NodeError::Storage(e.to_string())
+}
+
+fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let rc = openraft::Config {
+        cluster_name: "quorumkv".into(),
+        heartbeat_interval: ms(c.heartbeat),
+        election_timeout_min: ms(c.election_timeout.0),
+        election_timeout_max: ms(c.election_timeout.1),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+        max_in_snapshot_log_to_keep: c.keep_logs,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    };
+    let rc = rc
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+    Ok(Arc::new(rc))
+}
+
+/// One node's parts, opened from its data dir: the Raft handle and the store
+/// that the API serves. Not yet listening, not yet part of a cluster.
+pub struct Node {
+    pub config: Arc<Config>,
+    pub raft: Raft,
+    pub store: Arc<Store>,
+}
+
+impl Node {
+    /// Opens the log, the state machine and the snapshot, and starts Raft.
+    pub async fn open(config: Config) -> Result<Node, NodeError> {
+        let config = Arc::new(config);
+        let dir_err = |source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
+        // Two sled databases: every log flush is fsync'd, so it should carry only
+        // log entries; the state machine is rebuilt from the log after a crash.
+        let log_db = Durable::open(&config.data_dir.join("log")).map_err(dir_err)?;
+        let sm_db = Durable::open(&config.data_dir.join("sm")).map_err(dir_err)?;
+        let snapshots = SnapshotFile::open(config.data_dir.join("snapshot")).map_err(storage)?;
+        let mut log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
+        let log_reader = log_store.clone();
+        let mut state_machine = StateMachine::open(sm_db, snapshots, config.idempotency)?;
+        let log_last = log_store
+            .get_log_state()
+            .await
+            .map_err(storage)?
+            .last_log_id;
+        state_machine
+            .finish_interrupted_install(log_last)
+            .await
+            .map_err(storage)?;
+        let reader = state_machine.reader();
+        let listen_ip = config.listen.ip();
+        let peers = PeerClient::new((!listen_ip.is_unspecified()).then_some(listen_ip))?;
+        let network = NetworkFactory {
+            client: peers.clone(),
+        };
+        let raft = Raft::new(
+            config.id,
+            raft_config(&config)?,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let store = Arc::new_cyclic(|me| {
+            Store::new(
+                config.clone(),
+                raft.clone(),
+                reader,
+                log_reader,
+                peers,
+                me.clone(),
+            )
+        });
+        Ok(Node {
+            config,
+            raft,
+            store,
+        })
+    }
+
+    /// The HTTP router of this node: client API and peer routes.
+    pub fn router(&self) -> axum::Router {
+        api::router(AppState {
+            store: self.store.clone(),
+        })
+    }
+}
+
+/// Runs one node until `shutdown` resolves or its Raft core stops.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let node = Node::open(config).await?;
+    let app = node.router();
+    let Node { config, raft, .. } = node;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(id = config.id, advertise = %config.advertise, "listening on {}", config.listen);
+
+    initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
+
+    // A Raft core that stopped on its own (a storage error, a bug) leaves a
+    // node that can serve nothing: exit non-zero so a supervisor restarts it
+    // from disk, instead of answering every request with an error forever.
+    let core = raft.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = core_stopped(core) => {}
+        }
+    };
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(NodeError::Serve);
+    let fatal = core_failure(&raft);
+    tracing::info!("shutting down raft");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    match fatal {
+        Some(e) => Err(NodeError::Raft(format!("raft core stopped: {e}"))),
+        None => served,
+    }
+}
+
+/// Why the Raft core stopped, if it did.
+fn core_failure(raft: &Raft) -> Option<String> {
+    raft.metrics()
+        .borrow()
+        .running_state
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Resolves once the Raft core has stopped with an error.
+async fn core_stopped(raft: Raft) {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Some(e) = core_failure(&raft) {
+            tracing::error!("raft core stopped: {e}; exiting");
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            // The core is gone without a recorded error: leave it to the
+            // shutdown signal, as before.
+            std::future::pending::<()>().await;
+        }
+    }
+}

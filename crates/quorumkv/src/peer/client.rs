@@ -1,0 +1,105 @@
+//! The client side of every node-to-node call: bincode over pooled keep-alive
+//! HTTP connections to `<peer>/raft/<path>`, and [`PeerClient::call_leader`]
+//! for the store's calls that only the leader can answer.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::peer::messages::{Attempt, LeaderReply};
+use crate::raft::{decode, encode};
+
+/// Why a peer call failed, split the way callers must treat it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request never reached the peer (connection refused or reset before sending).
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// The request may or may not have been processed.
+    #[error("peer call failed: {0}")]
+    Failed(String),
+}
+
+/// A pooled HTTP client for `/raft/*` calls; clone freely.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+}
+
+impl PeerClient {
+    /// `source`: the address peer connections leave from (the node's listen
+    /// IP), so that whoever sits between two nodes can tell them apart.
+    pub fn new(source: Option<std::net::IpAddr>) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .local_address(source)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(500))
+            .build()?;
+        Ok(PeerClient { http })
+    }
+
+    /// POSTs `req` to `<addr>/raft/<path>` and decodes the bincode answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let body = encode(req).map_err(|e| CallError::Unreachable(format!("encode: {e}")))?;
+        let url = format!("{}/raft/{}", addr.trim_end_matches('/'), path);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    CallError::Unreachable(format!("{url}: {e}"))
+                } else {
+                    CallError::Failed(format!("{url}: {e}"))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(CallError::Failed(format!("{url}: {status}: {text}")));
+        }
+        decode(&bytes).map_err(|e| CallError::Failed(format!("{url}: decode: {e}")))
+    }
+}
+
+impl PeerClient {
+    /// Calls `path` on the node believed to lead. Its "not leader" answer and a
+    /// call that never reached it are [`Attempt::Retry`] (nothing was done, ask
+    /// the new leader); an error it answered is passed on; a call that failed on
+    /// the way, so may or may not have been processed, becomes `failed(reason)`.
+    pub async fn call_leader<Req: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+        failed: impl FnOnce(String) -> Error,
+    ) -> Result<Attempt<T>, Error> {
+        match self
+            .call::<_, LeaderReply<T>>(addr, path, req, timeout)
+            .await
+        {
+            Ok(reply) => reply.into_attempt(),
+            Err(CallError::Unreachable(_)) => Ok(Attempt::Retry),
+            Err(CallError::Failed(e)) => Err(failed(e)),
+        }
+    }
+}

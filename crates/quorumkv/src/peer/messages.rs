@@ -1,0 +1,107 @@
+//! The messages nodes exchange on `/raft/<path>`, besides openraft's own:
+//! the path of each call, and the typed request and answer of the store's calls
+//! (forward a write, read index, wait applied, probe). Every answer of a call
+//! that only the leader can serve is a [`LeaderReply`], so "I am not the
+//! leader" is a variant, not an error code to match.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::WriteOutcome;
+use crate::error::{Error, WireError};
+use crate::raft::{LogId, SnapshotMeta, Vote};
+
+/// The `/raft/<path>` of each call; the router and the callers share them.
+pub mod path {
+    /// openraft: append-entries (and heartbeats).
+    pub const APPEND: &str = "append";
+    /// openraft: request a vote.
+    pub const VOTE: &str = "vote";
+    /// openraft: a snapshot in chunks (not sent by this node's network, which
+    /// sends whole snapshots, but answered for openraft's chunked protocol).
+    pub const INSTALL_SNAPSHOT: &str = "install_snapshot";
+    /// openraft: a whole snapshot in one message ([`FullSnapshot`]).
+    pub const SNAPSHOT: &str = "snapshot";
+    /// A follower hands a client write to the leader ([`crate::command::Write`] -> [`ForwardReply`]).
+    pub const FORWARD: &str = "forward";
+    /// A follower asks the leader for a read index (`()` -> [`ReadIndexReply`]).
+    pub const READ_INDEX: &str = "read_index";
+    /// The leader asks a voter to wait until it applied an index ([`WaitApplied`]).
+    pub const WAIT_APPLIED: &str = "wait_applied";
+    /// A follower asks another voter about its leader and log (`()` -> [`ProbeReply`]).
+    pub const PROBE: &str = "probe";
+}
+
+/// The answer of a call only the leader can serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaderReply<T> {
+    Done(T),
+    /// The callee does not lead (any more): nothing was done, ask the leader.
+    NotLeader,
+    /// The leader tried and failed; the error is the client's answer.
+    Failed(WireError),
+}
+
+impl<T> LeaderReply<T> {
+    /// What the caller does next: use the value, retry elsewhere, or fail.
+    pub fn into_attempt(self) -> Result<Attempt<T>, Error> {
+        match self {
+            LeaderReply::Done(v) => Ok(Attempt::Done(v)),
+            LeaderReply::NotLeader => Ok(Attempt::Retry),
+            LeaderReply::Failed(w) => Err(Error::Remote(w)),
+        }
+    }
+}
+
+impl<T> From<Result<Attempt<T>, Error>> for LeaderReply<T> {
+    fn from(r: Result<Attempt<T>, Error>) -> Self {
+        match r {
+            Ok(Attempt::Done(v)) => LeaderReply::Done(v),
+            Ok(Attempt::Retry) => LeaderReply::NotLeader,
+            Err(e) => LeaderReply::Failed(e.to_wire()),
+        }
+    }
+}
+
+/// Outcome of one attempt on the node believed to lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt<T> {
+    Done(T),
+    /// Safe to retry: the leader changed before anything was proposed.
+    Retry,
+}
+
+/// `/raft/forward`: the outcome of a follower's client write, run by the leader.
+pub type ForwardReply = LeaderReply<WriteOutcome>;
+/// `/raft/read_index`: the index a read must see, after the leader confirmed
+/// with a quorum that it still leads.
+pub type ReadIndexReply = LeaderReply<u64>;
+
+/// `/raft/wait_applied`: wait up to `wait_ms` until `index` is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitApplied {
+    pub index: u64,
+    pub wait_ms: u64,
+}
+
+/// The applied index reached, or why not.
+pub type WaitAppliedReply = Result<u64, WireError>;
+
+/// What `/raft/probe` answers: this node's view of the leader and its log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    pub leading: bool,
+    /// Milliseconds since a leader's append-entries last arrived here, even
+    /// one not yet accepted (since this node started, if none has).
+    pub silent_ms: u64,
+    pub last_log: Option<LogId>,
+}
+
+pub type ProbeReply = Result<Probe, WireError>;
+
+/// The whole-snapshot message of `/raft/snapshot`.
+#[derive(Serialize, Deserialize)]
+pub struct FullSnapshot {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}

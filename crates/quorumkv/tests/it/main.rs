@@ -1,0 +1,15 @@
+//! Integration tests: real `quorumkv serve` processes on loopback ports,
+//! one cluster per test (see `harness`).
+
+mod bad_txn;
+mod conditional;
+mod consistency;
+mod durability;
+mod failover;
+mod harness;
+mod http;
+mod idempotency;
+mod kv;
+mod money;
+mod torture;
+mod txn;

@@ -1,0 +1,529 @@
+//! [`LocalCluster`]: real `quorumkv serve` processes on loopback ports.
+//!
+//! Each node gets a port checked free, its own data dir, and one log file
+//! (stdout + stderr, appended across restarts) in the cluster's temp dir.
+//! Nodes can be killed with SIGKILL, frozen with SIGSTOP, thawed and
+//! restarted on the same port and data. Drop kills every child; the dir is
+//! removed unless [`LocalCluster::keep_dir`] was called or the thread is
+//! panicking, in which case each node's log tail is printed too.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::process::{child_named, free_port, kill_child, make_dir, signal};
+use crate::{Error, NodeId};
+
+/// Pause between two polls inside a deadline loop.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// How nodes are launched beyond the defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Extra `serve` flags, given to every node.
+    pub extra_args: Vec<String>,
+    /// Program (and its args) to run each node under, e.g. strace. `{dir}` is
+    /// replaced by the cluster dir and `{id}` by the node id.
+    pub wrapper: Vec<String>,
+    /// Extra environment variables for every node.
+    pub env: Vec<(String, String)>,
+    /// Name prefix of the cluster's temp dir.
+    pub dir_prefix: String,
+    /// Where the temp dir goes; default `std::env::temp_dir()`.
+    pub parent_dir: Option<PathBuf>,
+    /// How long a started node may take to answer `/health`.
+    pub start_timeout: Duration,
+    /// Request timeout of the clients the cluster hands out.
+    pub request_timeout: Duration,
+    /// Listen IP of each node in id order (node 1 first), each a loopback
+    /// address; nodes past the end listen on 127.0.0.1. A node's peer
+    /// connections leave from its listen IP, which is how a proxy between
+    /// nodes tells them apart.
+    pub listen_ips: Vec<IpAddr>,
+    /// The URL each node is known by in `--initial-cluster`, in id order, e.g.
+    /// a proxy in front of it; nodes past the end are known by their own URL.
+    /// Only peers use these: [`LocalCluster::url`] and its clients go direct.
+    pub advertise: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_args: Vec::new(),
+            wrapper: Vec::new(),
+            env: Vec::new(),
+            dir_prefix: "quorumkv-".into(),
+            parent_dir: None,
+            start_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            listen_ips: Vec::new(),
+            advertise: Vec::new(),
+        }
+    }
+}
+
+/// What a node's process is doing, as far as the cluster made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    /// SIGSTOPped.
+    Stopped,
+    /// Never started, killed, or exited.
+    Dead,
+}
+
+impl NodeState {
+    fn name(self) -> &'static str {
+        match self {
+            NodeState::Running => "running",
+            NodeState::Stopped => "stopped",
+            NodeState::Dead => "dead",
+        }
+    }
+}
+
+struct Node {
+    id: NodeId,
+    ip: IpAddr,
+    port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    proc: Mutex<Proc>,
+}
+
+enum Proc {
+    Running(Child),
+    Stopped(Child),
+    Dead,
+}
+
+impl Proc {
+    fn state(&self) -> NodeState {
+        match self {
+            Proc::Running(_) => NodeState::Running,
+            Proc::Stopped(_) => NodeState::Stopped,
+            Proc::Dead => NodeState::Dead,
+        }
+    }
+}
+
+pub struct LocalCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    keep: AtomicBool,
+    nodes: Vec<Node>,
+    opts: Options,
+    initial_cluster: String,
+    http: reqwest::Client,
+}
+
+impl LocalCluster {
+    /// Launches `n` nodes of `bin` (`quorumkv`) and waits until each answers
+    /// `/health`. A leader may not be elected yet: see [`LocalCluster::leader`].
+    /// A port taken between the check and the node's bind is retried with new
+    /// ports; on any other failure the directory is kept for diagnosis.
+    pub async fn start(bin: impl Into<PathBuf>, n: usize, opts: Options) -> Result<Self, Error> {
+        let bin = bin.into();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cluster = Self::launch(bin.clone(), n, opts.clone())?;
+            let mut healthy = Ok(());
+            for id in cluster.ids() {
+                healthy = cluster.wait_healthy(id, cluster.opts.start_timeout).await;
+                if healthy.is_err() {
+                    break;
+                }
+            }
+            match healthy {
+                Ok(()) => return Ok(cluster),
+                Err(Error::Exited { .. }) if attempt < 3 && cluster.port_clash() => continue,
+                Err(e) => {
+                    cluster.keep_dir();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Picks ports, makes the directory and spawns every node.
+    fn launch(bin: PathBuf, n: usize, opts: Options) -> Result<Self, Error> {
+        let ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let http = Client::http(opts.request_timeout)?;
+        let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = make_dir(&parent, &opts.dir_prefix)?;
+        let nodes: Vec<Node> = (1..=n as NodeId)
+            .zip(ports)
+            .map(|(id, port)| Node {
+                id,
+                ip: listen_ip(&opts, id),
+                port,
+                data_dir: dir.join(format!("node-{id}")),
+                log_path: dir.join(format!("node-{id}.log")),
+                proc: Mutex::new(Proc::Dead),
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|n| match opts.advertise.get(n.id as usize - 1) {
+                Some(url) => format!("{}={url}", n.id),
+                None => format!("{}=http://{}", n.id, SocketAddr::new(n.ip, n.port)),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        // From here on, Drop kills what was spawned and removes the directory.
+        let cluster = LocalCluster {
+            bin,
+            dir,
+            keep: AtomicBool::new(false),
+            nodes,
+            opts,
+            initial_cluster,
+            http,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Whether a node's log says its port was taken.
+    fn port_clash(&self) -> bool {
+        let clash = |id| self.log_tail(id, 20).contains("Address already in use");
+        self.ids().into_iter().any(clash)
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn others(&self, id: NodeId) -> Vec<NodeId> {
+        self.ids().into_iter().filter(|&o| o != id).collect()
+    }
+
+    /// Nodes that are running and not SIGSTOPped.
+    pub fn live(&self) -> Vec<NodeId> {
+        let live = |n: &&Node| lock(&n.proc).state() == NodeState::Running;
+        self.nodes.iter().filter(live).map(|n| n.id).collect()
+    }
+
+    pub fn state(&self, id: NodeId) -> Result<NodeState, Error> {
+        Ok(lock(&self.node(id)?.proc).state())
+    }
+
+    /// The cluster's directory: node data dirs, logs, and whatever a wrapper writes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The `--initial-cluster` value every node was started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    pub fn data_dir(&self, id: NodeId) -> Result<&Path, Error> {
+        Ok(&self.node(id)?.data_dir)
+    }
+
+    pub fn log_path(&self, id: NodeId) -> Result<&Path, Error> {
+        Ok(&self.node(id)?.log_path)
+    }
+
+    pub fn port(&self, id: NodeId) -> Result<u16, Error> {
+        Ok(self.node(id)?.port)
+    }
+
+    /// The address a node listens on: its listen IP and port.
+    pub fn listen_addr(&self, id: NodeId) -> Result<SocketAddr, Error> {
+        let node = self.node(id)?;
+        Ok(SocketAddr::new(node.ip, node.port))
+    }
+
+    /// `http://<listen ip>:<port>` of a node (`127.0.0.1` unless
+    /// [`Options::listen_ips`] says otherwise): clients reach it directly.
+    pub fn url(&self, id: NodeId) -> Result<String, Error> {
+        Ok(format!("http://{}", self.listen_addr(id)?))
+    }
+
+    /// A client for node `id`; all of the cluster's clients share one pool.
+    pub fn client(&self, id: NodeId) -> Result<Client, Error> {
+        Ok(Client::with_http(self.http.clone(), self.url(id)?))
+    }
+
+    /// The `reqwest::Client` behind [`LocalCluster::client`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Keeps the directory (data, logs) when the cluster is dropped.
+    pub fn keep_dir(&self) {
+        self.keep.store(true, Ordering::SeqCst);
+    }
+
+    /// Pid of the quorumkv process itself (not of a wrapper such as strace).
+    pub fn pid(&self, id: NodeId) -> Result<u32, Error> {
+        let outer = match &*lock(&self.node(id)?.proc) {
+            Proc::Running(c) | Proc::Stopped(c) => c.id(),
+            Proc::Dead => return Err(self.wrong_state(id, NodeState::Dead, "running")),
+        };
+        if self.opts.wrapper.is_empty() {
+            return Ok(outer);
+        }
+        let waited = Duration::from_secs(10);
+        let deadline = Instant::now() + waited;
+        loop {
+            if let Some(pid) = child_named(outer, "quorumkv") {
+                return Ok(pid);
+            }
+            if Instant::now() >= deadline {
+                let what = format!("quorumkv under wrapper pid {outer}");
+                return Err(Error::Timeout { what, waited });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye. Killing a dead node is a no-op.
+    pub fn kill9(&self, id: NodeId) -> Result<(), Error> {
+        let inner = match self.state(id)? {
+            NodeState::Dead => return Ok(()),
+            _ if self.opts.wrapper.is_empty() => None,
+            _ => Some(self.pid(id)?),
+        };
+        kill_proc(&mut lock(&self.node(id)?.proc), inner);
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open.
+    pub fn stop(&self, id: NodeId) -> Result<(), Error> {
+        self.flip(id, NodeState::Running, "STOP", Proc::Stopped)
+    }
+
+    /// SIGCONT after [`LocalCluster::stop`].
+    pub fn cont(&self, id: NodeId) -> Result<(), Error> {
+        self.flip(id, NodeState::Stopped, "CONT", Proc::Running)
+    }
+
+    /// Sends `sig` to a node in state `from`; it is then `to(child)`.
+    fn flip(
+        &self,
+        id: NodeId,
+        from: NodeState,
+        sig: &str,
+        to: fn(Child) -> Proc,
+    ) -> Result<(), Error> {
+        let pid = self.pid(id)?;
+        let mut proc = lock(&self.node(id)?.proc);
+        if proc.state() != from {
+            return Err(self.wrong_state(id, proc.state(), from.name()));
+        }
+        signal(pid, sig)?;
+        if let Proc::Running(child) | Proc::Stopped(child) =
+            std::mem::replace(&mut *proc, Proc::Dead)
+        {
+            *proc = to(child);
+        }
+        Ok(())
+    }
+
+    /// Starts a killed node again: same data dir, port and flags.
+    pub async fn restart(&self, id: NodeId) -> Result<(), Error> {
+        self.spawn(id)?;
+        self.wait_healthy(id, self.opts.start_timeout).await
+    }
+
+    /// The leader every live node agrees on.
+    pub async fn leader(&self, timeout: Duration) -> Result<NodeId, Error> {
+        self.leader_among(&self.live(), timeout).await
+    }
+
+    /// Polls `/v1/cluster` on `ids` until all name the same leader, one of `ids`.
+    pub async fn leader_among(&self, ids: &[NodeId], timeout: Duration) -> Result<NodeId, Error> {
+        let deadline = Instant::now() + timeout;
+        let per_call = Duration::from_secs(2);
+        loop {
+            let mut seen = Vec::new();
+            for &id in ids {
+                let client = self.client(id)?;
+                let info = tokio::time::timeout(per_call, client.cluster_info()).await;
+                seen.push(info.ok().and_then(Result::ok).and_then(|i| i.leader));
+            }
+            if let Some(Some(leader)) = seen.first() {
+                if ids.contains(leader) && seen.iter().all(|s| *s == Some(*leader)) {
+                    return Ok(*leader);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("nodes {ids:?} agree on no leader; last seen {seen:?}"),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until node `id` answers `/health` with its own id.
+    pub async fn wait_healthy(&self, id: NodeId, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let client = self.client(id)?;
+        loop {
+            if let Some(status) = self.exit_status(id)? {
+                return Err(Error::Exited {
+                    id,
+                    status: status.to_string(),
+                    log_tail: self.log_tail(id, 8),
+                });
+            }
+            if client.health(Duration::from_secs(1)).await.ok() == Some(id) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let what = format!("node {id} answering /health");
+                return Err(Error::Timeout {
+                    what,
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The exit status of a node's process if it exited by itself.
+    pub fn exit_status(&self, id: NodeId) -> Result<Option<ExitStatus>, Error> {
+        Ok(match &mut *lock(&self.node(id)?.proc) {
+            Proc::Running(c) | Proc::Stopped(c) => c.try_wait().ok().flatten(),
+            Proc::Dead => None,
+        })
+    }
+
+    /// Last `lines` lines of a node's log (empty if it cannot be read).
+    pub fn log_tail(&self, id: NodeId, lines: usize) -> String {
+        let mut bytes = Vec::new();
+        if let Ok(node) = self.node(id) {
+            if let Ok(mut f) = File::open(&node.log_path) {
+                let _ = f.read_to_end(&mut bytes);
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn node(&self, id: NodeId) -> Result<&Node, Error> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or(Error::NoSuchNode(id))
+    }
+
+    fn wrong_state(&self, id: NodeId, is: NodeState, want: &'static str) -> Error {
+        Error::NodeState {
+            id,
+            is: is.name(),
+            want,
+        }
+    }
+
+    fn spawn(&self, id: NodeId) -> Result<(), Error> {
+        let node = self.node(id)?;
+        let mut proc = lock(&node.proc);
+        if let Proc::Running(_) | Proc::Stopped(_) = *proc {
+            return Err(self.wrong_state(id, proc.state(), "dead"));
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .map_err(Error::io(format!("open {}", node.log_path.display())))?;
+        let log2 = log.try_clone().map_err(Error::io("clone log handle"))?;
+        let mut cmd = match self.opts.wrapper.split_first() {
+            None => Command::new(&self.bin),
+            Some((program, args)) => {
+                let dir = self.dir.display().to_string();
+                let fill = |a: &String| a.replace("{dir}", &dir).replace("{id}", &id.to_string());
+                let mut cmd = Command::new(program);
+                cmd.args(args.iter().map(fill)).arg(&self.bin);
+                cmd
+            }
+        };
+        cmd.arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--listen", &SocketAddr::new(node.ip, node.port).to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.opts.extra_args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log2)
+            .stderr(log);
+        let child = cmd.spawn().map_err(Error::io(format!(
+            "spawn node {id} ({})",
+            self.bin.display()
+        )))?;
+        *proc = Proc::Running(child);
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let wrapped = !self.opts.wrapper.is_empty();
+        for node in &self.nodes {
+            let mut proc = lock(&node.proc);
+            let outer = match &*proc {
+                Proc::Running(c) | Proc::Stopped(c) => Some(c.id()),
+                Proc::Dead => None,
+            };
+            let inner = outer
+                .filter(|_| wrapped)
+                .and_then(|p| child_named(p, "quorumkv"));
+            kill_proc(&mut proc, inner);
+        }
+        let panicking = std::thread::panicking();
+        if panicking || self.keep.load(Ordering::SeqCst) {
+            eprintln!("=== cluster dir kept for diagnosis: {}", self.dir.display());
+            if panicking {
+                for id in self.ids() {
+                    eprintln!("=== node {id} log tail:\n{}", self.log_tail(id, 40));
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Node `id`'s listen IP from `opts`, 127.0.0.1 by default.
+fn listen_ip(opts: &Options, id: NodeId) -> IpAddr {
+    let default = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    opts.listen_ips
+        .get(id as usize - 1)
+        .copied()
+        .unwrap_or(default)
+}
+
+/// Kills whatever `proc` runs and leaves it `Dead`.
+fn kill_proc(proc: &mut Proc, inner: Option<u32>) {
+    match std::mem::replace(proc, Proc::Dead) {
+        Proc::Running(c) => kill_child(c, false, inner),
+        Proc::Stopped(c) => kill_child(c, true, inner),
+        Proc::Dead => {}
+    }
+}
+
+/// A poisoned lock still holds a valid `Proc`: take it anyway.
+fn lock(m: &Mutex<Proc>) -> MutexGuard<'_, Proc> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
