@@ -120,7 +120,7 @@ fn request(i: u64) -> Request {
 /// An entry at `index` carrying `requests` puts of distinct keys from `first_key`.
 fn entry(index: u64, first_key: u64, requests: u64) -> Entry {
     Entry {
-        log_id: openraft::testing::log_id(1, 1, index),
+        log_id: openraft::testing::log_id::<quorumkv::raft::TypeConfig>(1, 1, index),
         payload: EntryPayload::Normal(Proposal {
             requests: (first_key..first_key + requests).map(request).collect(),
         }),
@@ -214,8 +214,9 @@ async fn bench_state_machine(s: Scale) {
                     e
                 })
                 .collect();
+            let stream = futures::stream::iter(batch.into_iter().map(|e| Ok((e, None))));
             let t = Instant::now();
-            black_box(sm.apply(batch).await.expect("apply"));
+            sm.apply(stream).await.expect("apply");
             samples.push(t.elapsed());
         }
         Timings {

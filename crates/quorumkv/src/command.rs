@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::kv::{Key, Versioned};
 
 /// The payload of one Raft log entry: client writes proposed together so they
-/// share one log flush (openraft 0.9 flushes each entry on its own). They touch
+/// share one log entry and one flush. They touch
 /// pairwise distinct keys, so a key's modification index still names exactly
 /// one write; they apply in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

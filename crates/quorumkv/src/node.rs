@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use openraft::async_runtime::WatchReceiver as _;
 use openraft::storage::RaftLogStorage;
 use openraft::SnapshotPolicy;
 
@@ -52,7 +53,7 @@ impl From<sled::Error> for NodeError {
     }
 }
 
-fn storage(e: crate::raft::StorageError) -> NodeError {
+fn storage(e: std::io::Error) -> NodeError {
     NodeError::Storage(e.to_string())
 }
 
@@ -66,6 +67,22 @@ fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_every),
         max_in_snapshot_log_to_keep: c.keep_logs,
         install_snapshot_timeout: 30_000,
+        // A node that cannot win (partitioned, restarted, short log) asks
+        // first whether a quorum would vote for it, instead of bumping its
+        // term and deposing a healthy leader when it reconnects.
+        enable_pre_vote: Some(true),
+        // Replicate entries as soon as `append` has put them in sled, while
+        // the leader's own flush + fdatasync is still in flight; the leader's
+        // copy counts towards the quorum only once flushed.
+        broadcast_submitted_on_append: Some(true),
+        // A follower restarted with an empty data dir rejoins: the leader
+        // replicates to it from scratch (0.9's `loosen-follower-log-revert`).
+        allow_log_reversion: Some(true),
+        // 0.10 defaults to letting a restarted leader resume without an
+        // election. Keep 0.9's behaviour: a restarted node always goes through
+        // an election, so a read index never comes from a leader whose applied
+        // state (not fsync'd on apply) went back in the crash.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     let rc = rc
@@ -195,7 +212,7 @@ pub async fn run(
 /// Why the Raft core stopped, if it did.
 fn core_failure(raft: &Raft) -> Option<String> {
     raft.metrics()
-        .borrow()
+        .borrow_watched()
         .running_state
         .as_ref()
         .err()

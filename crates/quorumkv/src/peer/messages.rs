@@ -16,9 +16,8 @@ pub mod path {
     pub const APPEND: &str = "append";
     /// openraft: request a vote.
     pub const VOTE: &str = "vote";
-    /// openraft: a snapshot in chunks (not sent by this node's network, which
-    /// sends whole snapshots, but answered for openraft's chunked protocol).
-    pub const INSTALL_SNAPSHOT: &str = "install_snapshot";
+    /// openraft: would you vote for me at my next term? (changes nothing).
+    pub const PRE_VOTE: &str = "pre_vote";
     /// openraft: a whole snapshot in one message ([`FullSnapshot`]).
     pub const SNAPSHOT: &str = "snapshot";
     /// A follower hands a client write to the leader ([`crate::command::Write`] -> [`ForwardReply`]).

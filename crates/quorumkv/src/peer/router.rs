@@ -11,14 +11,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::command::Write;
 use crate::error::Error;
 use crate::peer::messages::{path, FullSnapshot, WaitApplied};
-use crate::raft::{decode, encode, Snapshot};
+use crate::raft::{decode, encode, AppendEntriesResponse, Snapshot};
 use crate::store::Store;
 
 type Peer = State<Arc<Store>>;
@@ -28,7 +27,7 @@ pub fn router(store: Arc<Store>) -> Router {
     Router::new()
         .route(&route(path::APPEND), post(append))
         .route(&route(path::VOTE), post(vote))
-        .route(&route(path::INSTALL_SNAPSHOT), post(install_snapshot))
+        .route(&route(path::PRE_VOTE), post(pre_vote))
         .route(&route(path::SNAPSHOT), post(full_snapshot))
         .route(&route(path::FORWARD), post(forward))
         .route(&route(path::READ_INDEX), post(read_index))
@@ -67,10 +66,10 @@ async fn vote(State(store): Peer, body: Bytes) -> Result<Response, Error> {
     Ok(reply(&store.raft.vote(parse(&body)?).await))
 }
 
-async fn install_snapshot(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let req = parse(&body)?;
-    store.contact.arrived();
-    Ok(reply(&store.raft.install_snapshot(req).await))
+/// Pre-Vote: would this node vote for the sender at its next term? Changes
+/// neither vote nor term here.
+async fn pre_vote(State(store): Peer, body: Bytes) -> Result<Response, Error> {
+    Ok(reply(&store.raft.pre_vote(parse(&body)?).await))
 }
 
 async fn full_snapshot(State(store): Peer, body: Bytes) -> Result<Response, Error> {
@@ -78,7 +77,7 @@ async fn full_snapshot(State(store): Peer, body: Bytes) -> Result<Response, Erro
     store.contact.arrived();
     let snapshot = Snapshot {
         meta: req.meta,
-        snapshot: Box::new(std::io::Cursor::new(req.data)),
+        snapshot: std::io::Cursor::new(req.data),
     };
     let res = store.raft.install_full_snapshot(req.vote, snapshot).await;
     if res.is_ok() {

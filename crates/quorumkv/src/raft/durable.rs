@@ -3,15 +3,19 @@
 //! sled 0.34's `flush_async` ends in `sync_file_range`, which survives `kill -9`
 //! but not a power cut. After every flush we `fdatasync` sled's data file, so an
 //! acknowledged append or vote is on the platter. Appends share flushes (group
-//! commit): the [`Flusher`] task takes every callback queued while the previous
-//! flush ran and acknowledges them all after one flush + fdatasync.
+//! commit): `append` writes its entries into sled and hands openraft's
+//! `IOFlushed` callback to the [`Flusher`]; that task takes every callback
+//! queued while the previous flush ran and, after one flush + fdatasync that
+//! began after they were queued, fires them in the order they were appended.
+//! openraft 0.10 does not wait for them: it replicates the entries meanwhile
+//! and counts the leader's own copy only once its callback fired.
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::storage::LogFlushed;
+use openraft::storage::IOFlushed;
 use tokio::sync::mpsc;
 
 use crate::raft::TypeConfig;
@@ -60,19 +64,19 @@ impl Durable {
 /// Queue of append callbacks waiting for the next flush.
 #[derive(Clone)]
 pub struct Flusher {
-    tx: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    tx: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
 }
 
 impl Flusher {
     /// Acknowledges `callback` after a flush that began after this call.
-    pub fn after_next_flush(&self, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
+    pub fn after_next_flush(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {
         self.tx
             .send(callback)
             .map_err(|_| io::Error::other("log flusher stopped"))
     }
 }
 
-async fn flush_loop(durable: Durable, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+async fn flush_loop(durable: Durable, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 4096).await > 0 {
         let result = durable.sync().await;
@@ -84,7 +88,7 @@ async fn flush_loop(durable: Durable, mut rx: mpsc::UnboundedReceiver<LogFlushed
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
-            cb.log_io_completed(r);
+            cb.io_completed(r);
         }
     }
 }

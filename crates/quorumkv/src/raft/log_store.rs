@@ -1,14 +1,16 @@
 //! Raft log storage on its own sled database: the `log` tree (index,
 //! big-endian -> entry) and the `raft_meta` tree (vote, last purged). The
 //! committed index lives with the state machine, which need not be fsync'd.
-//! An append is acknowledged to openraft only after flush + fdatasync (see
+//! `append` returns once the entries are in sled (readable, not yet durable)
+//! and hands openraft's `IOFlushed` callback to the flusher, which fires it
+//! only after a flush + fdatasync that began after the append (see
 //! [`crate::raft::durable`]); a vote is durable before `save_vote` returns.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::raft::durable::{Durable, Flusher};
 use crate::raft::snapshot::SnapshotFile;
-use crate::raft::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::raft::{decode, encode, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -109,35 +111,34 @@ impl LogStore {
     fn read_meta<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
         key: &[u8],
-        subject: ErrorSubject<u64>,
+        what: &str,
     ) -> Result<Option<T>, StorageError> {
         let raw = tree
             .get(key)
-            .map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Read, io(e)))?;
+            .map_err(|e| storage_err(format_args!("read {what}"), e))?;
         raw.map(|b| decode(&b))
             .transpose()
-            .map_err(|e| StorageError::from_io_error(subject, ErrorVerb::Read, io(e)))
+            .map_err(|e| storage_err(format_args!("decode {what}"), e))
     }
 
     fn write_meta<T: serde::Serialize>(
         tree: &sled::Tree,
         key: &[u8],
         value: &T,
-        subject: ErrorSubject<u64>,
+        what: &str,
     ) -> Result<(), StorageError> {
-        let bytes = encode(value)
-            .map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Write, io(e)))?;
+        let bytes = encode(value).map_err(|e| storage_err(format_args!("encode {what}"), e))?;
         tree.insert(key, bytes)
-            .map_err(|e| StorageError::from_io_error(subject, ErrorVerb::Write, io(e)))?;
+            .map_err(|e| storage_err(format_args!("write {what}"), e))?;
         Ok(())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let last = self.log.last().map_err(|e| logs_err(ErrorVerb::Read, e))?;
+        let last = self.log.last().map_err(|e| logs_err("read", e))?;
         match last {
             None => Ok(None),
             Some((_, bytes)) => {
-                let entry: Entry = decode(&bytes).map_err(|e| logs_err(ErrorVerb::Read, e))?;
+                let entry: Entry = decode(&bytes).map_err(|e| logs_err("read", e))?;
                 Ok(Some(entry.log_id))
             }
         }
@@ -152,7 +153,7 @@ impl LogStore {
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> =
-            Self::read_meta(&self.meta, PURGED, ErrorSubject::Logs)?;
+            Self::read_meta(&self.meta, PURGED, "last purged log id")?;
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -165,20 +166,38 @@ impl LogStore {
         &self.appends
     }
 
-    async fn sync(&self, verb: ErrorVerb) -> Result<(), StorageError> {
-        self.durable
-            .sync()
-            .await
-            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, verb, e))
+    async fn sync(&self, verb: &str) -> Result<(), StorageError> {
+        self.durable.sync().await.map_err(|e| logs_err(verb, e))
+    }
+
+    /// The saved vote. openraft 0.9 stored it in another layout (the leader id
+    /// held `Option<NodeId>`); bincode would read such bytes as a wrong vote
+    /// rather than fail, so the bytes must be exactly one 0.10 vote.
+    fn read_vote_now(&self) -> Result<Option<Vote>, StorageError> {
+        use bincode::Options;
+        let Some(raw) = self
+            .meta
+            .get(VOTE)
+            .map_err(|e| storage_err("read vote", e))?
+        else {
+            return Ok(None);
+        };
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .reject_trailing_bytes()
+            .deserialize(&raw)
+            .map(Some)
+            .map_err(|e| {
+                storage_err(
+                    "decode vote (a data dir written with openraft 0.9 is not readable)",
+                    e,
+                )
+            })
     }
 }
 
-fn io(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
-    std::io::Error::other(e)
-}
-
-fn logs_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Logs, verb, io(e))
+fn logs_err(verb: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    storage_err(format_args!("{verb} logs"), e)
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -202,10 +221,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         for item in self.log.range::<[u8; 8], _>((start, end)) {
-            let (_, bytes) = item.map_err(|e| logs_err(ErrorVerb::Read, e))?;
-            entries.push(decode(&bytes).map_err(|e| logs_err(ErrorVerb::Read, e))?);
+            let (_, bytes) = item.map_err(|e| logs_err("read", e))?;
+            entries.push(decode(&bytes).map_err(|e| logs_err("read", e))?);
         }
         Ok(entries)
+    }
+
+    /// Replication tasks read the vote through their reader to stop streaming
+    /// once the leader changed.
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_vote_now()
     }
 }
 
@@ -221,32 +246,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        Self::write_meta(&self.meta, VOTE, vote, ErrorSubject::Vote)?;
+        Self::write_meta(&self.meta, VOTE, vote, "vote")?;
+        // Durable before returning, as openraft requires of a vote.
         self.durable
             .sync()
             .await
-            .map_err(|e| StorageError::from_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Self::read_meta(&self.meta, VOTE, ErrorSubject::Vote)
+            .map_err(|e| storage_err("sync vote", e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed on its own: losing it only means re-applying from the log.
-        Self::write_meta(&self.committed, COMMITTED, &committed, ErrorSubject::Store)
+        Self::write_meta(&self.committed, COMMITTED, &committed, "committed log id")
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let committed: Option<Option<LogId>> =
-            Self::read_meta(&self.committed, COMMITTED, ErrorSubject::Store)?;
+            Self::read_meta(&self.committed, COMMITTED, "committed log id")?;
         Ok(committed.flatten())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: IOFlushed<TypeConfig>,
     ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
@@ -255,31 +277,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let mut batch = sled::Batch::default();
         for entry in &entries {
-            let bytes = encode(entry).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            let bytes = encode(entry).map_err(|e| logs_err("encode", e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
+        // Readable once in sled (openraft reads them back at once); durable
+        // only once the flusher has fdatasync'd, and only then acknowledged.
         self.log
             .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            .map_err(|e| logs_err("append", e))?;
         self.appends.appended(&entries);
         self.flusher
             .after_next_flush(callback)
-            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+            .map_err(|e| logs_err("append", e))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        tracing::debug!(%log_id, "truncate log from");
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), StorageError> {
+        tracing::debug!(?last_log_id, "truncate log after");
+        let from = last_log_id.map_or(0, |l| l.index + 1);
         let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(log_id.index)..) {
-            let (k, _) = item.map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        for item in self.log.range(index_key(from)..) {
+            let (k, _) = item.map_err(|e| logs_err("truncate", e))?;
             batch.remove(k);
         }
         self.log
             .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+            .map_err(|e| logs_err("truncate", e))?;
         // Durable at once (truncation is rare): a snapshot installed next must
         // never meet the conflicting entries again after a crash.
-        self.sync(ErrorVerb::Delete).await
+        self.sync("truncate").await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -289,31 +314,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // in between would leave neither the entries nor the snapshot.
         if let Some(snapshots) = &self.snapshots {
             if !snapshots.wait_covers(log_id, PURGE_WAIT).await {
-                let e = std::io::Error::other(format!(
-                    "no snapshot on disk covers {log_id} after {PURGE_WAIT:?}"
-                ));
-                return Err(StorageError::from_io_error(
-                    ErrorSubject::Logs,
-                    ErrorVerb::Delete,
-                    e,
-                ));
+                return Err(std::io::Error::other(format!(
+                    "purge logs: no snapshot on disk covers {log_id} after {PURGE_WAIT:?}"
+                )));
             }
         }
         // Entries are purged only behind a snapshot, so the state machine has
         // applied them; make that durable before they can be gone, so a restart
         // never finds a gap between the applied state and the log.
-        self.sm.sync().await.map_err(|e| {
-            StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
-        })?;
-        Self::write_meta(&self.meta, PURGED, &log_id, ErrorSubject::Logs)?;
+        self.sm
+            .sync()
+            .await
+            .map_err(|e| storage_err("sync state machine before purge", e))?;
+        Self::write_meta(&self.meta, PURGED, &log_id, "last purged log id")?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
-            let (k, _) = item.map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+            let (k, _) = item.map_err(|e| logs_err("purge", e))?;
             batch.remove(k);
         }
         self.log
             .apply_batch(batch)
-            .map_err(|e| logs_err(ErrorVerb::Delete, e))?;
-        self.sync(ErrorVerb::Delete).await
+            .map_err(|e| logs_err("purge", e))?;
+        self.sync("purge").await
     }
 }

@@ -4,21 +4,22 @@
 
 use std::future::Future;
 
-use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::BasicNode;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::peer::messages::{path, FullSnapshot};
 use crate::peer::{CallError, PeerClient};
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    NodeId, Snapshot, SnapshotResponse, TypeConfig, Vote, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, Fatal, NodeId, Snapshot, SnapshotData,
+    SnapshotResponse, TypeConfig, Vote, VoteRequest, VoteResponse,
 };
+
+/// What every `/raft/*` route for openraft's messages answers: the peer's
+/// result, or the fatal error its Raft core stopped with.
+pub type PeerResult<T> = Result<T, openraft::error::RaftError<TypeConfig>>;
 
 /// Builds a [`Network`] per peer; openraft keeps one per replication target.
 #[derive(Clone)]
@@ -45,18 +46,19 @@ pub struct Network {
 }
 
 impl Network {
-    async fn rpc<Req, Resp, E>(
+    /// One openraft message to `/raft/<path>`. A peer whose Raft core has
+    /// stopped (a remote `Fatal`) is as good as unreachable: back off from it.
+    async fn rpc<Req, Resp>(
         &self,
         path: &str,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
     {
-        let answer: Result<Resp, RaftError<NodeId, E>> = self
+        let answer: PeerResult<Resp> = self
             .client
             .call(&self.addr, path, req, option.hard_ttl())
             .await
@@ -64,7 +66,10 @@ impl Network {
                 CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&Msg(m))),
                 CallError::Failed(m) => RPCError::Network(NetworkError::new(&Msg(m))),
             })?;
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        answer.map_err(|e| {
+            let m = Msg(format!("node {} ({}): {e}", self.target, self.addr));
+            RPCError::Unreachable(Unreachable::new(&m))
+        })
     }
 }
 
@@ -79,32 +84,33 @@ impl std::fmt::Display for Msg {
 
 impl std::error::Error for Msg {}
 
-impl RaftNetwork<TypeConfig> for Network {
+impl RaftNetworkV2<TypeConfig> for Network {
+    type SnapshotData = SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse, RPCError<TypeConfig>> {
         self.rpc(path::APPEND, &rpc, &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.rpc(path::INSTALL_SNAPSHOT, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest,
         option: RPCOption,
-    ) -> Result<VoteResponse, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse, RPCError<TypeConfig>> {
         self.rpc(path::VOTE, &rpc, &option).await
+    }
+
+    /// Sent only with `enable_pre_vote`; the peer answers without changing
+    /// its vote or term.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError<TypeConfig>> {
+        self.rpc(path::PRE_VOTE, &rpc, &option).await
     }
 
     /// Sends the whole snapshot in one request (they are single buffers here).
@@ -112,32 +118,30 @@ impl RaftNetwork<TypeConfig> for Network {
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
-        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
         let req = FullSnapshot {
             vote,
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        let call = self
-            .client
-            .call::<_, Result<SnapshotResponse, Fatal<NodeId>>>(
-                &self.addr,
-                path::SNAPSHOT,
-                &req,
-                option.hard_ttl(),
-            );
+        let call = self.client.call::<_, Result<SnapshotResponse, Fatal>>(
+            &self.addr,
+            path::SNAPSHOT,
+            &req,
+            option.hard_ttl(),
+        );
         let answer = tokio::select! {
             r = call => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         match answer {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(fatal)) => Err(StreamingError::RemoteError(RemoteError::new(
-                self.target,
-                fatal,
-            ))),
+            Ok(Err(fatal)) => {
+                let m = Msg(format!("node {} ({}): {fatal}", self.target, self.addr));
+                Err(StreamingError::Unreachable(Unreachable::new(&m)))
+            }
             Err(CallError::Unreachable(m)) => {
                 Err(StreamingError::Unreachable(Unreachable::new(&Msg(m))))
             }

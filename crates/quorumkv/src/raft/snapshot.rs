@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{ErrorSubject, ErrorVerb};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::raft::{decode, encode, LogId, SnapshotMeta, StorageError};
+use crate::raft::{decode, encode, storage_err, LogId, SnapshotMeta, StorageError};
 
 /// What the snapshot file holds.
 #[derive(Serialize, Deserialize)]
@@ -26,11 +25,9 @@ pub struct StoredSnapshot {
 pub type SnapshotPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 pub fn snap_err<E: std::error::Error + Send + Sync + 'static>(
-    verb: ErrorVerb,
+    what: &'static str,
 ) -> impl FnOnce(E) -> StorageError {
-    move |e| {
-        StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e))
-    }
+    move |e| storage_err(format_args!("snapshot {what}"), e)
 }
 
 #[derive(Clone)]
@@ -47,11 +44,10 @@ impl SnapshotFile {
         let meta: Option<SnapshotMeta> = match std::fs::File::open(&path) {
             // The metadata is the file's first field: no need to read the data.
             Ok(f) => Some(
-                bincode::deserialize_from(std::io::BufReader::new(f))
-                    .map_err(snap_err(ErrorVerb::Read))?,
+                bincode::deserialize_from(std::io::BufReader::new(f)).map_err(snap_err("read"))?,
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(snap_err(ErrorVerb::Read)(e)),
+            Err(e) => return Err(snap_err("read")(e)),
         };
         let covered = meta.and_then(|m| m.last_log_id);
         Ok(SnapshotFile {
@@ -80,9 +76,9 @@ impl SnapshotFile {
 
     fn load_unlocked(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(decode(&bytes).map_err(snap_err(ErrorVerb::Read))?)),
+            Ok(bytes) => Ok(Some(decode(&bytes).map_err(snap_err("read"))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(snap_err(ErrorVerb::Read)(e)),
+            Err(e) => Err(snap_err("read")(e)),
         }
     }
 
@@ -95,7 +91,7 @@ impl SnapshotFile {
                 return Ok(());
             }
         }
-        let bytes = encode(snapshot).map_err(snap_err(ErrorVerb::Write))?;
+        let bytes = encode(snapshot).map_err(snap_err("write"))?;
         let io = || -> std::io::Result<()> {
             let tmp = self.path.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
@@ -107,7 +103,7 @@ impl SnapshotFile {
             }
             Ok(())
         };
-        io().map_err(snap_err(ErrorVerb::Write))?;
+        io().map_err(snap_err("write"))?;
         self.covered.send_if_modified(|c| {
             let newer = *c < snapshot.meta.last_log_id;
             if newer {

@@ -4,15 +4,16 @@
 
 use std::io::Cursor;
 
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::command::CommandResult;
 use crate::raft::durable::Durable;
 use crate::raft::snapshot::{snap_err, SnapshotFile, SnapshotPairs, StoredSnapshot};
 use crate::raft::{
-    decode, encode, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    decode, encode, storage_err, LogId, Snapshot, SnapshotData, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 use crate::sm::apply::Changes;
 use crate::sm::idempotency::{self, Policy};
@@ -23,14 +24,13 @@ pub struct StateMachine {
     durable: Durable,
     tree: sled::Tree,
     snapshot_file: SnapshotFile,
-    snapshot_seq: u64,
     policy: Policy,
 }
 
 fn sm_err<E: std::error::Error + Send + Sync + 'static>(
-    verb: ErrorVerb,
+    what: &'static str,
 ) -> impl FnOnce(E) -> StorageError {
-    move |e| StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e))
+    move |e| storage_err(format_args!("state machine {what}"), e)
 }
 
 impl StateMachine {
@@ -44,7 +44,6 @@ impl StateMachine {
             durable,
             tree,
             snapshot_file,
-            snapshot_seq: 0,
             policy,
         })
     }
@@ -82,17 +81,18 @@ fn applied_from(
     get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
 ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
     let applied = match get(APPLIED)? {
-        Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
+        Some(b) => decode(&b).map_err(sm_err("read"))?,
         None => None,
     };
     let membership = match get(MEMBERSHIP)? {
-        Some(b) => decode(&b).map_err(sm_err(ErrorVerb::Read))?,
+        Some(b) => decode(&b).map_err(sm_err("read"))?,
         None => StoredMembership::default(),
     };
     Ok((applied, membership))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -100,20 +100,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(self
                 .tree
                 .get(k)
-                .map_err(sm_err(ErrorVerb::Read))?
+                .map_err(sm_err("read"))?
                 .map(|v| v.to_vec()))
         })
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, StorageError>
+    /// Applies every entry the stream holds as one sled batch, then answers
+    /// each entry's responder: a client learns its result only once the batch
+    /// (with the new last-applied id) is in the tree.
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm:
+            Stream<Item = Result<EntryResponder<TypeConfig>, StorageError>> + Unpin + OptionalSend,
     {
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut changes = Changes::new(&self.tree, self.policy);
-        let mut results = Vec::new();
+        let mut results: Vec<Vec<CommandResult>> = Vec::with_capacity(entries.len());
         let mut last = None;
-        for entry in entries {
+        for (entry, _) in &entries {
             last = Some(entry.log_id);
             let result = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
@@ -122,10 +126,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .iter()
                     .map(|req| changes.apply(entry.log_id.index, req))
                     .collect::<Result<_, _>>()
-                    .map_err(sm_err(ErrorVerb::Write))?,
+                    .map_err(sm_err("apply"))?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                    let bytes = encode(&stored).map_err(sm_err(ErrorVerb::Write))?;
+                    let bytes = encode(&stored).map_err(sm_err("apply"))?;
                     changes.set_raw(MEMBERSHIP.to_vec(), bytes);
                     Vec::new()
                 }
@@ -133,19 +137,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(result);
         }
         if let Some(last) = last {
-            let bytes = encode(&Some(last)).map_err(sm_err(ErrorVerb::Write))?;
+            let bytes = encode(&Some(last)).map_err(sm_err("apply"))?;
             changes.set_raw(APPLIED.to_vec(), bytes);
         }
         self.tree
             .apply_batch(changes.into_batch())
-            .map_err(sm_err(ErrorVerb::Write))?;
-        idempotency::collect_garbage(&self.tree, self.policy).map_err(sm_err(ErrorVerb::Write))?;
-        Ok(results)
+            .map_err(sm_err("apply"))?;
+        idempotency::collect_garbage(&self.tree, self.policy).map_err(sm_err("apply"))?;
+        for ((_, responder), result) in entries.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // Called between applies: copy the tree now so the build sees one index.
-        self.snapshot_seq += 1;
         let pairs = self
             .tree
             .iter()
@@ -154,42 +162,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             pairs,
             snapshot_file: self.snapshot_file.clone(),
-            seq: self.snapshot_seq,
         }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: SnapshotData,
     ) -> Result<(), StorageError> {
         tracing::info!(%meta, "installing snapshot");
         let data = snapshot.into_inner();
-        let pairs: SnapshotPairs = decode(&data).map_err(snap_err(ErrorVerb::Read))?;
+        let pairs: SnapshotPairs = decode(&data).map_err(snap_err("decode"))?;
         let mut batch = sled::Batch::default();
         for item in self.tree.iter() {
-            let (k, _) = item.map_err(sm_err(ErrorVerb::Write))?;
+            let (k, _) = item.map_err(sm_err("install snapshot"))?;
             batch.remove(k);
         }
         for (k, v) in pairs {
             batch.insert(k, v);
         }
         // The snapshot's own metadata wins over whatever its pairs say.
-        let applied = encode(&meta.last_log_id).map_err(sm_err(ErrorVerb::Write))?;
-        let membership = encode(&meta.last_membership).map_err(sm_err(ErrorVerb::Write))?;
+        let applied = encode(&meta.last_log_id).map_err(sm_err("install snapshot"))?;
+        let membership = encode(&meta.last_membership).map_err(sm_err("install snapshot"))?;
         batch.insert(APPLIED, applied);
         batch.insert(MEMBERSHIP, membership);
         self.tree
             .apply_batch(batch)
-            .map_err(sm_err(ErrorVerb::Write))?;
+            .map_err(sm_err("install snapshot"))?;
         self.durable
             .sync()
             .await
-            .map_err(sm_err(ErrorVerb::Write))?;
+            .map_err(sm_err("install snapshot"))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -197,13 +200,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = self.snapshot_file.clone();
         tokio::task::spawn_blocking(move || file.save(&stored))
             .await
-            .map_err(snap_err(ErrorVerb::Write))?
+            .map_err(snap_err("save"))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(self.snapshot_file.load()?.map(|s| Snapshot {
             meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            snapshot: Cursor::new(s.data),
         }))
     }
 }
@@ -211,36 +214,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     pairs: Result<SnapshotPairs, sled::Error>,
     snapshot_file: SnapshotFile,
-    seq: u64,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let pairs = std::mem::replace(&mut self.pairs, Ok(Vec::new()))
-            .map_err(snap_err(ErrorVerb::Read))?;
+        let pairs =
+            std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(snap_err("copy tree"))?;
         let (last_log_id, last_membership) =
             applied_from(|key| Ok(pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())))?;
-        let snapshot_id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
-            None => format!("none-{}", self.seq),
-        };
+        // 0.10 identifies a snapshot by the last log id it covers: no id to invent.
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
-            snapshot_id,
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: encode(&pairs).map_err(snap_err(ErrorVerb::Write))?,
+            data: encode(&pairs).map_err(snap_err("encode"))?,
         };
         let file = self.snapshot_file.clone();
         let stored = tokio::task::spawn_blocking(move || file.save(&stored).map(|()| stored))
             .await
-            .map_err(snap_err(ErrorVerb::Write))??;
+            .map_err(snap_err("save"))??;
         tracing::info!(%meta, "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Cursor::new(stored.data),
         })
     }
 }
@@ -249,12 +249,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 mod tests {
     use std::time::Duration;
 
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use openraft::EntryPayload;
 
     use super::*;
+    use crate::raft::Entry;
 
     fn log_id(index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
+        openraft::testing::log_id::<TypeConfig>(1, 1, index)
     }
 
     async fn open(dir: &std::path::Path) -> (StateMachine, SnapshotFile) {
@@ -269,7 +270,8 @@ mod tests {
             log_id: log_id(index),
             payload: EntryPayload::Blank,
         };
-        sm.apply([entry]).await.expect("apply");
+        let entries = futures::stream::iter([Ok((entry, None))]);
+        sm.apply(entries).await.expect("apply");
     }
 
     #[tokio::test]

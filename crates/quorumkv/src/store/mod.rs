@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver as _;
+use openraft::Instant as _;
 use openraft::ServerState;
 
 pub use crate::command::{Write, WriteOutcome};
@@ -164,7 +166,7 @@ impl Store {
     }
 
     pub fn metrics(&self) -> RaftMetrics {
-        self.raft.metrics().borrow().clone()
+        self.raft.metrics().borrow_watched().clone()
     }
 
     fn is_leader(m: &RaftMetrics) -> bool {
@@ -196,7 +198,7 @@ impl Store {
     /// How long since this node heard from a leader; on the leader, from a quorum.
     pub fn last_contact(&self, m: &RaftMetrics) -> Option<Duration> {
         if Self::is_leader(m) {
-            m.millis_since_quorum_ack.map(Duration::from_millis)
+            m.last_quorum_acked.as_ref().map(|at| at.elapsed())
         } else {
             self.contact.since()
         }
@@ -224,13 +226,13 @@ impl Store {
     /// The committed index as this node knows it.
     pub async fn committed_index(&self) -> Result<Option<u64>, Error> {
         self.raft
-            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .with_raft_state(|st| st.local_committed().map(|l| l.index))
             .await
             .map_err(fatal)
     }
 }
 
-pub(crate) fn fatal(e: openraft::error::Fatal<NodeId>) -> Error {
+pub(crate) fn fatal(e: crate::raft::Fatal) -> Error {
     match e {
         openraft::error::Fatal::Stopped => Error::ShuttingDown,
         other => Error::Storage(other.to_string()),

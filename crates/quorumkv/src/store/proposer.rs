@@ -1,13 +1,13 @@
-//! Group commit at the proposal level. openraft 0.9 appends and flushes each
-//! client write as its own entry, one flush at a time, so throughput would be
-//! one write per fsync. The proposer gathers the writes that queue up while
-//! earlier proposals are in flight into one [`Proposal`] (one entry, one
-//! flush), keeping the writes of one proposal on distinct keys.
+//! Group commit at the proposal level. openraft makes each client write its
+//! own log entry. The proposer gathers the writes that queue up while earlier
+//! proposals are in flight into one [`Proposal`] (one entry, one flush),
+//! keeping the writes of one proposal on distinct keys.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::command::{CommandResult, Proposal, Request};
@@ -101,12 +101,21 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|p| (p.req, p.reply)).unzip();
         // Submitted in arrival order, here; only the wait is spawned.
-        let answer = raft.client_write_ff(Proposal { requests }).await;
+        let (responder, rx) = ProgressResponder::complete_only();
+        let answer = raft
+            .client_write_ff(Proposal { requests }, Some(responder))
+            .await;
         tokio::spawn(async move {
             let outcome = match answer {
-                Ok(rx) => match rx.await {
+                Ok(()) => match rx.await {
                     Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-                    Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(Rejected::NotLeader),
+                    // 0.10 reports a proposal truncated by a newer leader as
+                    // `LogEntryDiscarded`, where 0.9 said `ForwardToLeader`;
+                    // `torture::outcome` explains why both are safe to retry.
+                    Ok(Err(
+                        ClientWriteError::ForwardToLeader(_)
+                        | ClientWriteError::LogEntryDiscarded(_),
+                    )) => Err(Rejected::NotLeader),
                     Ok(Err(e)) => Err(Rejected::Failed(e.to_string())),
                     Err(_) => Err(Rejected::Failed("raft dropped the write".into())),
                 },

@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 
 use crate::error::Error;
 use crate::kv::{Pair, Versioned};
@@ -33,18 +34,18 @@ impl Store {
         let mut rounds = 0;
         loop {
             rounds += 1;
-            let res = tokio::time::timeout(wait, self.raft.get_read_log_id())
+            let res = tokio::time::timeout(wait, self.raft.get_read_log_id(ReadPolicy::ReadIndex))
                 .await
                 .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
             return match res {
-                Ok((read_log_id, _)) => Ok(Attempt::Done(read_log_id.map_or(0, |l| l.index))),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Ok((read_log_id, _)) => Ok(Attempt::Done(read_log_id.index())),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
                     Ok(Attempt::Retry)
                 }
                 // A round lasts one heartbeat timeout (100 ms): followers busy
                 // for longer (a snapshot of a big state machine) miss it though
                 // they are there. A fresh round is as valid as the first.
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))
                     if rounds < QUORUM_ROUNDS =>
                 {
                     continue;
