@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::raft::durable::{Durable, Flusher};
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::{decode, encode, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::sm::reader::SmReader;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -40,6 +41,8 @@ pub struct LogStore {
     meta: sled::Tree,
     /// In the state machine's database (losing it only means re-applying).
     committed: sled::Tree,
+    /// How far the state machine has applied: entries it has are safe to purge.
+    applied: SmReader,
     flusher: Flusher,
     appends: AppendWatch,
 }
@@ -95,6 +98,7 @@ impl LogStore {
         let log = durable.db().open_tree("log")?;
         let meta = durable.db().open_tree("raft_meta")?;
         let committed = sm.db().open_tree("raft_committed")?;
+        let applied = SmReader::new(sm.db().open_tree(crate::sm::TREE)?);
         let flusher = durable.start_flusher();
         Ok(LogStore {
             durable,
@@ -103,6 +107,7 @@ impl LogStore {
             log,
             meta,
             committed,
+            applied,
             flusher,
             appends: AppendWatch::default(),
         })
@@ -259,10 +264,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Self::write_meta(&self.committed, COMMITTED, &committed, "committed log id")
     }
 
+    /// The committed log id saved last, but never past this log's last entry:
+    /// the leader may commit an entry (and a follower learn of it) before this
+    /// node's copy is flushed, so after a crash the saved value can name
+    /// entries the log no longer has. The entries this log has up to there
+    /// matched the leader's, so they are committed; openraft learns the rest
+    /// from the leader.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let committed: Option<Option<LogId>> =
             Self::read_meta(&self.committed, COMMITTED, "committed log id")?;
-        Ok(committed.flatten())
+        let last = self.log_state()?.last_log_id;
+        Ok(committed.flatten().min(last))
     }
 
     async fn append<I>(
@@ -310,13 +322,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
         // openraft purges behind an installed snapshot as soon as it has handed
-        // the snapshot to the state machine, before that is on disk: a crash
-        // in between would leave neither the entries nor the snapshot.
+        // the snapshot to the state machine, before the state machine has it:
+        // a crash in between would leave neither the entries nor the snapshot.
+        // Wait until the snapshot on disk or the state machine covers them.
+        // (At start openraft also purges the hole between a log that lost its
+        // unflushed tail and a state machine that had applied it: covered.)
         if let Some(snapshots) = &self.snapshots {
-            if !snapshots.wait_covers(log_id, PURGE_WAIT).await {
-                return Err(std::io::Error::other(format!(
-                    "purge logs: no snapshot on disk covers {log_id} after {PURGE_WAIT:?}"
-                )));
+            let covered = || {
+                snapshots.covered() >= Some(log_id)
+                    || self
+                        .applied
+                        .applied_index()
+                        .is_ok_and(|a| a >= log_id.index)
+            };
+            let deadline = tokio::time::Instant::now() + PURGE_WAIT;
+            while !covered() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::other(format!(
+                        "purge logs: neither a snapshot on disk nor the state machine covers {log_id} after {PURGE_WAIT:?}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         // Entries are purged only behind a snapshot, so the state machine has
@@ -336,5 +362,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .apply_batch(batch)
             .map_err(|e| logs_err("purge", e))?;
         self.sync("purge").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::raft::durable::Durable;
+
+    fn log_id(index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(1, 1, index)
+    }
+
+    fn open(dir: &std::path::Path) -> LogStore {
+        let log = Durable::open(&dir.join("log")).expect("log db");
+        let sm = Durable::open(&dir.join("sm")).expect("sm db");
+        let file = SnapshotFile::open(dir.join("snapshot")).expect("snapshot file");
+        LogStore::open(log, sm, Some(file)).expect("log store")
+    }
+
+    #[tokio::test]
+    async fn a_saved_commit_beyond_the_log_reads_back_as_the_log_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(dir.path());
+        let entries = (1..=3).map(|i| Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Blank,
+        });
+        store
+            .append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+        store.sync("test").await.expect("flush");
+        // The leader committed 5 before this node's copy of 4 and 5 was on
+        // disk, and the node crashed: the log ends at 3.
+        store.save_committed(Some(log_id(5))).await.expect("save");
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3)));
+        store.save_committed(Some(log_id(2))).await.expect("save");
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2)));
     }
 }

@@ -3,11 +3,11 @@
 //! so a slow build cannot overwrite a snapshot installed meanwhile.
 //!
 //! It also tells the log store how far the file on disk reaches
-//! ([`SnapshotFile::wait_covers`]): log entries may be purged only behind it.
+//! ([`SnapshotFile::covered`]): log entries may be purged only behind it (or
+//! behind the state machine).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -60,13 +60,6 @@ impl SnapshotFile {
     /// The last log id the snapshot on disk includes.
     pub fn covered(&self) -> Option<LogId> {
         *self.covered.borrow()
-    }
-
-    /// Waits until the snapshot on disk includes `log_id`; false after `limit`.
-    pub async fn wait_covers(&self, log_id: LogId, limit: Duration) -> bool {
-        let mut rx = self.covered.subscribe();
-        let covers = async move { rx.wait_for(|c| *c >= Some(log_id)).await.is_ok() };
-        tokio::time::timeout(limit, covers).await.unwrap_or(false)
     }
 
     pub fn load(&self) -> Result<Option<StoredSnapshot>, StorageError> {

@@ -11,6 +11,8 @@ pub mod apply;
 pub mod idempotency;
 pub mod reader;
 
+/// The sled tree of the state machine (in the `sm` database).
+pub const TREE: &str = "sm";
 pub const APPLIED: &[u8] = b"m:applied";
 pub const MEMBERSHIP: &[u8] = b"m:membership";
 pub const CLOCK: &[u8] = b"m:clock";
