@@ -30,7 +30,7 @@ usage: $PROG <command>
 
 commands:
   up            build (release), start nodes 1-3, wait for a leader, print examples
-  down [--wipe] stop all nodes (data kept; --wipe also deletes data, logs, pid files)
+  down [--wipe] stop all nodes (data kept; --wipe also deletes data, logs, pid files, token)
   status        process state and /v1/cluster summary of each node
   kill ID       kill -9 node ID
   start ID      start node ID again with the arguments it was launched with
@@ -242,6 +242,20 @@ launch() {
     info "node $id: started pid $pid, $(node_url "$id"), data $(data_dir "$id"), log $log"
 }
 
+# The cluster token every node requires of peer requests: made once per cluster
+# directory (random, readable by its owner only), kept across down/up.
+token_file() { printf '%s/token\n' "$DIR"; }
+
+ensure_token() {
+    local file
+    file="$(token_file)"
+    [[ -s "$file" ]] && return 0
+    mkdir -p "$DIR"
+    (umask 077 && od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$file") ||
+        die "cannot write the cluster token to $file"
+    info "cluster token: $file"
+}
+
 serve_args() {
     local id="$1" url
     url="$(env_url "$id")"
@@ -250,7 +264,8 @@ serve_args() {
         read -r -a extra <<<"$QKV_NODE_ARGS"
     fi
     printf '%s\0' serve --id "$id" --listen "${url#http://}" --advertise "$url" \
-        --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" "${extra[@]}"
+        --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" \
+        --cluster-token-file "$(token_file)" "${extra[@]}"
 }
 
 # Warn when a node has state from a cluster with different addresses: a node with
@@ -335,6 +350,7 @@ EOF
 cmd_up() {
     ensure_built
     mkdir -p "$DIR"
+    ensure_token
     local n pid started=0
     for n in "${NODES[@]}"; do
         if pid="$(live_pid "$n")"; then
@@ -434,6 +450,7 @@ cmd_down() {
             rm -rf "$(data_dir "$n")"
             rm -f "$(log_file "$n")" "$(args_file "$n")"
         done
+        rm -f "$(token_file)"
         rmdir "$DIR" 2>/dev/null || true
         info "cluster down; data, logs and pid files in $DIR removed"
     else
@@ -490,6 +507,7 @@ cmd_start() {
         die "refusing to start node $id: already running (pid $pid)"
     fi
     [[ -x "$BIN" ]] || ensure_built
+    ensure_token
     local -a args
     if [[ -f "$(args_file "$id")" ]]; then
         mapfile -d '' -t args <"$(args_file "$id")"

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::peer::auth::ClusterToken;
 use crate::raft::NodeId;
 use crate::sm::idempotency::Policy;
 
@@ -17,7 +18,8 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_ID")]
     pub id: NodeId,
 
-    /// Address to bind; one port serves clients (/v1, /health, /ready) and peers (/raft).
+    /// Address to bind; one port serves clients (/v1, /health, /ready) and peers
+    /// (/raft). A non-loopback address needs a cluster token.
     #[arg(long, env = "QKV_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
 
@@ -36,6 +38,21 @@ pub struct ServeArgs {
     /// Used only when the data dir holds no state yet; a restarted node resumes from disk.
     #[arg(long, env = "QKV_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+
+    /// The cluster's shared secret, sent with every peer request and required of
+    /// every request to /raft/*. Prefer --cluster-token-file: a flag's value
+    /// shows in `ps`. At least 16 visible ASCII characters; the same on every node.
+    #[arg(
+        long,
+        env = "QKV_CLUSTER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "cluster_token_file"
+    )]
+    pub cluster_token: Option<String>,
+
+    /// A file holding the cluster token (surrounding white space ignored).
+    #[arg(long, env = "QKV_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
 
     /// Interval of leader heartbeats, in milliseconds.
     #[arg(long, env = "QKV_HEARTBEAT_MS", default_value_t = 100)]
@@ -73,6 +90,20 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,
 
+    /// How the leader confirms a strong read: `readindex` asks a quorum for
+    /// every round of reads; `lease` serves from the leader lease while a
+    /// quorum acknowledged it within the last --election-timeout-max-ms
+    /// (assumes clocks on the nodes run at about the same rate; see README).
+    #[arg(long, env = "QKV_STRONG_READS", value_enum, default_value_t = StrongReads::ReadIndex)]
+    pub strong_reads: StrongReads,
+
+    /// When no voter has heard from a leader for a lease, the follower with the
+    /// longest log asks the others and stands at once, instead of waiting for
+    /// its random election timeout (see README, failover). `false` leaves
+    /// elections to openraft alone (with pre-vote).
+    #[arg(long, env = "QKV_FAST_FAILOVER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fast_failover: bool,
+
     /// Bound on `X-Consistency: all` waiting for every voter to apply a write.
     #[arg(long, env = "QKV_ALL_WAIT_MS", default_value_t = 5000)]
     pub all_wait_ms: u64,
@@ -91,6 +122,16 @@ pub struct ServeArgs {
     pub idempotency_max_keys: u64,
 }
 
+/// How a leader confirms that it still leads before a strong read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrongReads {
+    /// ReadIndex: a heartbeat round acknowledged by a quorum after the read arrived.
+    #[value(name = "readindex")]
+    ReadIndex,
+    /// Leader lease: a quorum acknowledgement younger than the lease is enough.
+    Lease,
+}
+
 /// Validated node configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,6 +147,10 @@ pub struct Config {
     pub limits: Limits,
     pub leader_wait: Duration,
     pub read_wait: Duration,
+    pub strong_reads: StrongReads,
+    pub fast_failover: bool,
+    /// Required of peer requests; `None` only on a loopback address.
+    pub cluster_token: Option<ClusterToken>,
     pub all_wait: Duration,
     pub idempotency: Policy,
 }
@@ -130,6 +175,15 @@ pub enum ConfigError {
     BadUrl(String),
     #[error("--advertise {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
     AdvertiseMismatch { advertise: String, listed: String },
+    #[error("--cluster-token-file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cluster token: {0}")]
+    BadToken(String),
+    #[error("peer traffic on {0} would be open to anyone who can reach it: set --cluster-token-file (or --cluster-token, QKV_CLUSTER_TOKEN), or listen on a loopback address")]
+    Unprotected(SocketAddr),
     #[error("{0}")]
     Invalid(String),
 }
@@ -189,6 +243,21 @@ impl TryFrom<ServeArgs> for Config {
             }
             None => None,
         };
+        let cluster_token = match (&a.cluster_token, &a.cluster_token_file) {
+            (Some(t), _) => Some(ClusterToken::parse(t).map_err(ConfigError::BadToken)?),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Some(ClusterToken::parse(&text).map_err(ConfigError::BadToken)?)
+            }
+            (None, None) if !a.listen.ip().is_loopback() => {
+                return Err(ConfigError::Unprotected(a.listen))
+            }
+            (None, None) => None,
+        };
         let listed = initial_cluster.as_ref().and_then(|m| m.get(&a.id));
         let advertise = match (&a.advertise, listed) {
             (Some(adv), Some(listed)) if adv.trim_end_matches('/') != listed => {
@@ -221,6 +290,9 @@ impl TryFrom<ServeArgs> for Config {
             },
             leader_wait: Duration::from_millis(a.leader_wait_ms),
             read_wait: Duration::from_millis(a.read_wait_ms),
+            strong_reads: a.strong_reads,
+            fast_failover: a.fast_failover,
+            cluster_token,
             all_wait: Duration::from_millis(a.all_wait_ms),
             idempotency: Policy {
                 ttl_ms: a.idempotency_ttl.as_millis() as u64,
@@ -257,6 +329,32 @@ mod tests {
         argv.extend_from_slice(extra);
         let cli = <Cli as clap::Parser>::try_parse_from(argv).unwrap();
         Config::try_from(cli.serve)
+    }
+
+    #[test]
+    fn peer_traffic_off_loopback_needs_a_token() {
+        let open = ["--listen", "0.0.0.0:7001"];
+        assert!(matches!(config(&open), Err(ConfigError::Unprotected(_))));
+        let token = [
+            "--listen",
+            "10.1.2.3:7001",
+            "--cluster-token",
+            "0123456789abcdef",
+        ];
+        assert!(config(&token).unwrap().cluster_token.is_some());
+        let short = ["--cluster-token", "short"];
+        assert!(matches!(config(&short), Err(ConfigError::BadToken(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  fedcba9876543210fedcba\n").unwrap();
+        let path = file.display().to_string();
+        let c = config(&["--listen", "10.1.2.3:7001", "--cluster-token-file", &path]).unwrap();
+        assert!(c.cluster_token.unwrap().matches(b"fedcba9876543210fedcba"));
+        let missing = ["--cluster-token-file", "/nonexistent/token"];
+        assert!(matches!(
+            config(&missing),
+            Err(ConfigError::TokenFile { .. })
+        ));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum Error {
     InvalidBody(String),
     #[error("key {0:?} not found")]
     KeyNotFound(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method {0} not allowed here")]
@@ -111,6 +113,7 @@ impl Error {
             | InvalidKey(_)
             | InvalidQuery(_)
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -144,6 +147,7 @@ impl Error {
             InvalidBody(_) => "invalid_body",
             KeyNotFound(_) => "key_not_found",
             RouteNotFound(_) => "not_found",
+            Unauthorized(_) => "unauthorized",
             MethodNotAllowed(_) => "method_not_allowed",
             PreconditionFailed { .. } => "precondition_failed",
             IdempotencyKeyReused(_) => "idempotency_key_reused",

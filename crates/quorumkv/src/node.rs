@@ -83,6 +83,9 @@ fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
         // an election, so a read index never comes from a leader whose applied
         // state (not fsync'd on apply) went back in the crash.
         enable_leader_restore: Some(false),
+        // An entry carries at most 4 MiB of writes (the proposer's batch), so
+        // an append-entries stays under the peer routes' body limit.
+        max_payload_entries: crate::peer::router::MAX_APPEND_ENTRIES,
         ..Default::default()
     };
     let rc = rc
@@ -127,9 +130,13 @@ impl Node {
             .map_err(storage)?;
         let reader = state_machine.reader();
         let listen_ip = config.listen.ip();
-        let peers = PeerClient::new((!listen_ip.is_unspecified()).then_some(listen_ip))?;
+        let peers = PeerClient::new(
+            (!listen_ip.is_unspecified()).then_some(listen_ip),
+            config.cluster_token.as_ref(),
+        )?;
         let network = NetworkFactory {
             client: peers.clone(),
+            append_timeout: config.election_timeout.1,
         };
         let raft = Raft::new(
             config.id,
@@ -194,6 +201,7 @@ pub async fn run(
             () = core_stopped(core) => {}
         }
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

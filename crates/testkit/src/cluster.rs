@@ -120,6 +120,9 @@ pub struct LocalCluster {
     nodes: Vec<Node>,
     opts: Options,
     initial_cluster: String,
+    /// The cluster token every node requires of peer requests (a fresh random
+    /// one per cluster, passed as `QKV_CLUSTER_TOKEN`).
+    token: String,
     http: reqwest::Client,
 }
 
@@ -177,6 +180,9 @@ impl LocalCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
+        let mut rng =
+            crate::rng::Rng::new(crate::drive::clock_seed() ^ u64::from(std::process::id()));
+        let token = format!("qkv-test-{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         // From here on, Drop kills what was spawned and removes the directory.
         let cluster = LocalCluster {
             bin,
@@ -185,6 +191,7 @@ impl LocalCluster {
             nodes,
             opts,
             initial_cluster,
+            token,
             http,
         };
         for id in cluster.ids() {
@@ -224,6 +231,11 @@ impl LocalCluster {
 
     pub fn binary(&self) -> &Path {
         &self.bin
+    }
+
+    /// The cluster token the nodes require of peer requests.
+    pub fn cluster_token(&self) -> &str {
+        &self.token
     }
 
     /// The `--initial-cluster` value every node was started with.
@@ -464,6 +476,7 @@ impl LocalCluster {
             .arg(&node.data_dir)
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.opts.extra_args)
+            .env("QKV_CLUSTER_TOKEN", &self.token)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log2)

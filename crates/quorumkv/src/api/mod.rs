@@ -25,7 +25,8 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.store.config.limits.max_value_bytes;
-    let peers = crate::peer::router::router(state.store.clone()).layer(DefaultBodyLimit::disable());
+    let token = state.store.config.cluster_token.clone();
+    let peers = crate::peer::router::router(state.store.clone(), token);
     let id = state.store.id;
     let client = Router::new()
         .merge(kv::router())

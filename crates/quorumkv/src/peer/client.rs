@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::peer::auth::ClusterToken;
 use crate::peer::messages::{Attempt, LeaderReply};
 use crate::raft::{decode, encode};
 
@@ -26,12 +27,18 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// `Authorization` for every call, when the cluster has a token.
+    auth: Option<reqwest::header::HeaderValue>,
 }
 
 impl PeerClient {
     /// `source`: the address peer connections leave from (the node's listen
     /// IP), so that whoever sits between two nodes can tell them apart.
-    pub fn new(source: Option<std::net::IpAddr>) -> reqwest::Result<Self> {
+    /// `token`: the cluster token every peer route requires.
+    pub fn new(
+        source: Option<std::net::IpAddr>,
+        token: Option<&ClusterToken>,
+    ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .local_address(source)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -39,7 +46,10 @@ impl PeerClient {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
             .build()?;
-        Ok(PeerClient { http })
+        Ok(PeerClient {
+            http,
+            auth: token.map(ClusterToken::header_value),
+        })
     }
 
     /// POSTs `req` to `<addr>/raft/<path>` and decodes the bincode answer.
@@ -52,9 +62,11 @@ impl PeerClient {
     ) -> Result<Resp, CallError> {
         let body = encode(req).map_err(|e| CallError::Unreachable(format!("encode: {e}")))?;
         let url = format!("{}/raft/{}", addr.trim_end_matches('/'), path);
-        let resp = self
-            .http
-            .post(&url)
+        let mut post = self.http.post(&url);
+        if let Some(auth) = &self.auth {
+            post = post.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        let resp = post
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
             .body(body)

@@ -3,12 +3,14 @@
 //! applied, probe) all travel as bincode over HTTP to `<peer>/raft/<path>`.
 //!
 //! ```text
+//! auth.rs      the cluster token: sent with every call, required by every route
 //! messages.rs  the paths, and the typed requests and answers (LeaderReply: done / not leader / failed)
 //! client.rs    PeerClient: pooled keep-alive calls; call_leader for leader-only calls
 //! router.rs    the /raft/* routes: the server side of every call
 //! ```
 //! `raft::network` adapts [`PeerClient`] to openraft's network traits.
 
+pub mod auth;
 pub mod client;
 pub mod messages;
 pub mod router;

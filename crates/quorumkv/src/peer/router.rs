@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -16,28 +19,79 @@ use serde::Serialize;
 
 use crate::command::Write;
 use crate::error::Error;
+use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::messages::{path, FullSnapshot, WaitApplied};
-use crate::raft::{decode, encode, AppendEntriesResponse, Snapshot};
+use crate::raft::{
+    decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, Vote, VoteRequest,
+};
 use crate::store::Store;
 
 type Peer = State<Arc<Store>>;
 
-pub fn router(store: Arc<Store>) -> Router {
+/// The `/raft/*` routes; every one requires `token` when there is one.
+pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
     let route = |p: &str| format!("/raft/{p}");
+    // A snapshot is sent whole, one buffer (bounded only by the data: not yet
+    // streamed in chunks); every other message is bounded.
+    let snapshot = Router::new()
+        .route(&route(path::SNAPSHOT), post(full_snapshot))
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route(&route(path::APPEND), post(append))
         .route(&route(path::VOTE), post(vote))
         .route(&route(path::PRE_VOTE), post(pre_vote))
-        .route(&route(path::SNAPSHOT), post(full_snapshot))
         .route(&route(path::FORWARD), post(forward))
         .route(&route(path::READ_INDEX), post(read_index))
         .route(&route(path::WAIT_APPLIED), post(wait_applied))
         .route(&route(path::PROBE), post(probe))
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .merge(snapshot)
         .with_state(store)
+        .route_layer(middleware::from_fn_with_state(token, require_token))
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    decode(body).map_err(|e| Error::InvalidBody(format!("peer message: {e}")))
+/// Entries in one append-entries, and the body limit of every peer route but
+/// the whole-snapshot one: entries of at most 4 MiB (the proposer's batch) fit.
+pub const MAX_APPEND_ENTRIES: u64 = 32;
+pub const MAX_MESSAGE_BYTES: usize = (MAX_APPEND_ENTRIES as usize + 1) * 4 * 1024 * 1024;
+
+/// How far above this node's own term a peer's term may be. Terms grow by one
+/// per election (pre-vote keeps a cut-off node from raising its own), so a
+/// larger jump is a forged or corrupt message; taking it would also bring the
+/// term near `u64::MAX`, where openraft's `term + 1` overflows.
+const MAX_TERM_STEP: u64 = 1_000_000;
+
+/// Refuses a message whose vote names an absurd term, before openraft sees it.
+fn check_term(store: &Store, vote: &Vote) -> Result<(), Error> {
+    let theirs = vote.leader_id.term;
+    let ours = store.metrics().current_term;
+    if theirs > ours.saturating_add(MAX_TERM_STEP) {
+        tracing::warn!(
+            theirs,
+            ours,
+            "refused a peer message with an implausible term"
+        );
+        return Err(Error::InvalidBody(format!(
+            "term {theirs} is more than {MAX_TERM_STEP} above this node's term {ours}"
+        )));
+    }
+    Ok(())
+}
+
+type Body = Result<Bytes, BytesRejection>;
+
+/// The message in a request body: bounded (413 past the limit) and decoded
+/// with a limit (400 when it is not the message the route takes).
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, Error> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::BodyTooLarge {
+            what: "peer message",
+            len: None,
+            limit: MAX_MESSAGE_BYTES,
+        },
+        _ => Error::InvalidBody(e.body_text()),
+    })?;
+    decode(&body).map_err(|e| Error::InvalidBody(format!("peer message: {e}")))
 }
 
 fn reply<T: Serialize>(v: &T) -> Response {
@@ -47,8 +101,9 @@ fn reply<T: Serialize>(v: &T) -> Response {
     }
 }
 
-async fn append(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let req = parse(&body)?;
+async fn append(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: AppendEntriesRequest = parse(body)?;
+    check_term(&store, &req.vote)?;
     store.contact.arrived();
     let res = store.raft.append_entries(req).await;
     if matches!(
@@ -62,18 +117,23 @@ async fn append(State(store): Peer, body: Bytes) -> Result<Response, Error> {
     Ok(reply(&res))
 }
 
-async fn vote(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    Ok(reply(&store.raft.vote(parse(&body)?).await))
+async fn vote(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: VoteRequest = parse(body)?;
+    check_term(&store, &req.vote)?;
+    Ok(reply(&store.raft.vote(req).await))
 }
 
 /// Pre-Vote: would this node vote for the sender at its next term? Changes
 /// neither vote nor term here.
-async fn pre_vote(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    Ok(reply(&store.raft.pre_vote(parse(&body)?).await))
+async fn pre_vote(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: VoteRequest = parse(body)?;
+    check_term(&store, &req.vote)?;
+    Ok(reply(&store.raft.pre_vote(req).await))
 }
 
-async fn full_snapshot(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let req: FullSnapshot = parse(&body)?;
+async fn full_snapshot(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: FullSnapshot = parse(body)?;
+    check_term(&store, &req.vote)?;
     store.contact.arrived();
     let snapshot = Snapshot {
         meta: req.meta,
@@ -86,22 +146,22 @@ async fn full_snapshot(State(store): Peer, body: Bytes) -> Result<Response, Erro
     Ok(reply(&res))
 }
 
-async fn forward(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let req: Write = parse(&body)?;
+async fn forward(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: Write = parse(body)?;
     Ok(reply(&store.leader_write(req).await))
 }
 
-async fn read_index(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let () = parse(&body)?;
+async fn read_index(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let () = parse(body)?;
     Ok(reply(&store.leader_shared_read_index().await))
 }
 
-async fn wait_applied(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let req: WaitApplied = parse(&body)?;
+async fn wait_applied(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: WaitApplied = parse(body)?;
     Ok(reply(&store.follower_wait_applied(req).await))
 }
 
-async fn probe(State(store): Peer, body: Bytes) -> Result<Response, Error> {
-    let () = parse(&body)?;
+async fn probe(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let () = parse(body)?;
     Ok(reply(&store.probe()))
 }

@@ -70,5 +70,41 @@ pub fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, bincode::Error> {
 }
 
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(b)
+    use bincode::Options;
+    // The options of `bincode::deserialize`, plus a limit: a length prefix may
+    // not claim more bytes than the input has, so a forged or corrupt message
+    // cannot make the decoder allocate beyond its own size.
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(b.len() as u64)
+        .deserialize(b)
+}
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_length_prefix_beyond_the_input_is_refused_without_allocating_it() {
+        // A Vec<u8> claiming 2^40 bytes, in 8 + 3 bytes.
+        let mut forged = (1u64 << 40).to_le_bytes().to_vec();
+        forged.extend_from_slice(b"abc");
+        assert!(decode::<Vec<u8>>(&forged).is_err());
+        let real = encode(&b"abc".to_vec()).unwrap();
+        assert_eq!(decode::<Vec<u8>>(&real).unwrap(), b"abc");
+    }
+
+    proptest! {
+        /// Whatever arrives on a peer route decodes or fails; it never panics.
+        #[test]
+        fn peer_messages_decode_or_fail_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<AppendEntriesRequest>(&bytes);
+            let _ = decode::<VoteRequest>(&bytes);
+            let _ = decode::<crate::command::Write>(&bytes);
+            let _ = decode::<crate::peer::messages::FullSnapshot>(&bytes);
+            let _ = decode::<crate::peer::messages::WaitApplied>(&bytes);
+        }
+    }
 }

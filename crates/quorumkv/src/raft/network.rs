@@ -3,6 +3,7 @@
 //! the peer's `/raft/*` routes (`crate::peer::router` answers them).
 
 use std::future::Future;
+use std::time::Duration;
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -25,6 +26,11 @@ pub type PeerResult<T> = Result<T, openraft::error::RaftError<TypeConfig>>;
 #[derive(Clone)]
 pub struct NetworkFactory {
     pub client: PeerClient,
+    /// How long a follower may take to accept an append-entries. openraft
+    /// offers one heartbeat interval; a follower whose disk is slower than
+    /// that would see every append time out and be sent again. This is the
+    /// leader lease instead: a slow disk slows only its own follower.
+    pub append_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -35,6 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.client.clone(),
             target,
             addr: node.addr.clone(),
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -43,6 +50,7 @@ pub struct Network {
     client: PeerClient,
     target: NodeId,
     addr: String,
+    append_timeout: Duration,
 }
 
 impl Network {
@@ -92,6 +100,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError<TypeConfig>> {
+        let option = RPCOption::new(option.hard_ttl().max(self.append_timeout));
         self.rpc(path::APPEND, &rpc, &option).await
     }
 

@@ -149,7 +149,9 @@ impl Store {
         me: Weak<Store>,
     ) -> Self {
         let raft_for_proposer = raft.clone();
-        failover::start(me.clone());
+        if config.fast_failover {
+            failover::start(me.clone());
+        }
         let (read_rounds, leader_read_rounds) = Self::start_read_rounds(me);
         Store {
             id: config.id,

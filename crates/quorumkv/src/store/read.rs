@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use openraft::error::{LinearizableReadError, RaftError};
+use openraft::raft::linearizable_read::LinearizerOption;
 use openraft::ReadPolicy;
 
+use crate::config::StrongReads;
 use crate::error::Error;
 use crate::kv::{Pair, Versioned};
 use crate::peer::messages::{path, ReadIndexReply, WaitApplied, WaitAppliedReply};
@@ -34,7 +36,7 @@ impl Store {
         let mut rounds = 0;
         loop {
             rounds += 1;
-            let res = tokio::time::timeout(wait, self.raft.get_read_log_id(ReadPolicy::ReadIndex))
+            let res = tokio::time::timeout(wait, self.raft.get_read_log_id(self.read_option()))
                 .await
                 .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
             return match res {
@@ -53,6 +55,18 @@ impl Store {
                 Err(RaftError::APIError(e)) => Err(Error::NoQuorum(e.to_string())),
                 Err(RaftError::Fatal(e)) => Err(fatal(e)),
             };
+        }
+    }
+
+    /// What a strong read asks of openraft. ReadIndex: a quorum acknowledges
+    /// a heartbeat sent after the read arrived. Lease: a quorum acknowledgement
+    /// younger than the lease (`--election-timeout-max-ms`, the time a voter
+    /// refuses other candidates after hearing from its leader) is enough; when
+    /// none is, heartbeats go out at once and the read waits for them.
+    fn read_option(&self) -> LinearizerOption {
+        match self.config.strong_reads {
+            StrongReads::ReadIndex => ReadPolicy::ReadIndex.into(),
+            StrongReads::Lease => LinearizerOption::new(None, true),
         }
     }
 

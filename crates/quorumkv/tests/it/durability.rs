@@ -213,3 +213,53 @@ fn trace_check_needs_a_successful_sync_between_request_and_answer() {
     assert_eq!(unsynced.len(), 1, "{unsynced:?}");
     assert!(unsynced[0].contains("PUT /v1/kv/b"), "{unsynced:?}");
 }
+
+/// A follower whose every fdatasync takes 150 ms (injected with strace),
+/// longer than a heartbeat interval: writes keep committing through the other
+/// follower, and the leader sees the slow one catch up while it is still slow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_follower_disk_neither_stalls_commits_nor_falls_behind_for_good() {
+    require_strace();
+    within(secs(240), async {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(secs(10)).await;
+        let slow = c.others(leader)[0];
+        let inject = [
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "inject=fdatasync:delay_exit=150000",
+        ];
+        let _tracer = Tracer::attach(c.pid(slow), c.dir(), &inject);
+
+        let mut last = 0;
+        for i in 0..60 {
+            last = c.put_ok(leader, &format!("slow/{i}"), "v").await;
+        }
+        // The leader's own record of the slow follower: it must reach the last
+        // write, so that appends to it complete rather than time out forever.
+        let deadline = Instant::now() + secs(60);
+        loop {
+            let info = c.info(leader).await;
+            let matched = info["replication"]
+                .as_array()
+                .and_then(|r| r.iter().find(|f| f["id"] == slow))
+                .and_then(|f| f["matched_index"].as_u64());
+            if matched >= Some(last) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leader's matched index for slow node {slow} stayed at {matched:?} < {last}: {info}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let trace = std::fs::read_to_string(c.dir().join("strace-inject.txt")).unwrap_or_default();
+        let delayed = trace.lines().filter(|l| l.contains("DELAYED")).count();
+        assert!(
+            delayed >= 5,
+            "only {delayed} delayed fdatasyncs on node {slow}:\n{trace}"
+        );
+    })
+    .await;
+}

@@ -188,8 +188,19 @@ async fn every_acknowledged_write_survives_killing_all_nodes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn frozen_leader_steps_down_and_never_serves_stale_strong_reads() {
+    frozen_leader_never_serves_stale_strong_reads(&[]).await;
+}
+
+/// The same with lease reads: a frozen leader's lease has run out when it
+/// wakes (its clock kept running), so it must confirm with a quorum again.
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_leader_with_lease_reads_never_serves_stale_strong_reads() {
+    frozen_leader_never_serves_stale_strong_reads(&["--strong-reads", "lease"]).await;
+}
+
+async fn frozen_leader_never_serves_stale_strong_reads(args: &[&str]) {
     within(secs(180), async {
-        let c = Cluster::start(3).await;
+        let c = Cluster::start_with(3, args).await;
         let old = c.leader(secs(10)).await;
         c.stop(old);
         let new = c.leader_among(&c.others(old), secs(10)).await;

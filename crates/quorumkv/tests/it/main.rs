@@ -1,6 +1,7 @@
 //! Integration tests: real `quorumkv serve` processes on loopback ports,
 //! one cluster per test (see `harness`).
 
+mod attack;
 mod bad_txn;
 mod conditional;
 mod consistency;

@@ -1,0 +1,126 @@
+//! The attacker's view of a real 3-node cluster: forged Raft messages with no
+//! token or a wrong one, and with the right token (a compromised or buggy
+//! peer) absurd terms, forged length prefixes and oversized bodies. Every one
+//! is refused with a JSON 4xx; afterwards no node has panicked, the term has
+//! not jumped, the data is intact and the replicas are identical.
+
+use quorumkv::command::Write;
+use quorumkv::raft::{encode, Vote, VoteRequest};
+use quorumkv_testkit::ConsistencyLevel;
+use reqwest::StatusCode;
+
+use crate::harness::{secs, within, Cluster, NodeId};
+use crate::http::Resp;
+
+/// POSTs `body` to `/raft/<path>` on node `id`, with `token` as the bearer if given.
+async fn raft_post(
+    c: &Cluster,
+    id: NodeId,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Resp {
+    let mut req = c
+        .http
+        .post(format!("{}/raft/{path}", c.url(id)))
+        .timeout(secs(30))
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    Resp::fetch(req)
+        .await
+        .unwrap_or_else(|e| panic!("POST /raft/{path} on node {id}: {e}"))
+}
+
+#[track_caller]
+fn refused(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, StatusCode::from_u16(status).unwrap(), "{r:?}");
+    assert_eq!(r.error_code(), code, "{r:?}");
+}
+
+fn vote_with_term(term: u64) -> Vec<u8> {
+    encode(&VoteRequest::new(Vote::new(term, 1), None)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_peer_messages_change_nothing() {
+    within(secs(180), async {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(secs(10)).await;
+        let index = c.put_ok(leader, "vault", "intact").await;
+        for id in c.ids() {
+            c.read_at_least(id, "vault", index).await.expect(200);
+        }
+        let term_before = c.info(leader).await["term"].as_u64().expect("term");
+        let token = c.kit().cluster_token().to_owned();
+        let forged_write = encode(&Write {
+            command: quorumkv::command::Command::Delete {
+                key: quorumkv::kv::Key::parse("vault".into(), 4096).unwrap(),
+                precondition: None,
+            },
+            level: ConsistencyLevel::Strong,
+            idempotency_key: None,
+        })
+        .unwrap();
+
+        for id in c.ids() {
+            // No token, then a wrong one: refused before the body is read.
+            for bad in [None, Some("not-the-cluster-token-at-all")] {
+                for (path, body) in [
+                    ("vote", vote_with_term(1 << 40)),
+                    ("vote", vote_with_term(u64::MAX)),
+                    ("pre_vote", vote_with_term(u64::MAX)),
+                    ("append", vec![0u8; 26]),
+                    ("snapshot", vec![0u8; 64]),
+                    ("forward", forged_write.clone()),
+                    ("read_index", encode(&()).unwrap()),
+                    ("probe", encode(&()).unwrap()),
+                ] {
+                    let r = raft_post(&c, id, path, bad, body).await;
+                    refused(&r, 401, "unauthorized");
+                }
+            }
+            // The right token, absurd terms: refused before openraft sees them.
+            for term in [1 << 40, u64::MAX] {
+                for path in ["vote", "pre_vote"] {
+                    let r = raft_post(&c, id, path, Some(&token), vote_with_term(term)).await;
+                    refused(&r, 400, "invalid_body");
+                }
+            }
+            // A length prefix claiming 2^40 bytes, and bodies that are no message.
+            let mut forged = (1u64 << 40).to_le_bytes().to_vec();
+            forged.extend_from_slice(&[7; 32]);
+            for path in ["append", "vote", "snapshot", "forward"] {
+                let r = raft_post(&c, id, path, Some(&token), forged.clone()).await;
+                refused(&r, 400, "invalid_body");
+            }
+        }
+        // Past the body limit of a bounded peer route.
+        let huge = vec![0u8; quorumkv::peer::router::MAX_MESSAGE_BYTES + 1];
+        let r = raft_post(&c, leader, "append", Some(&token), huge).await;
+        refused(&r, 413, "value_too_large");
+
+        // Nothing moved: the term, the data, the replicas; no node panicked.
+        let index = c.put_ok(leader, "after", "still-serving").await;
+        let leader_now = c.leader(secs(10)).await;
+        let term_after = c.info(leader_now).await["term"].as_u64().expect("term");
+        assert!(
+            term_after < term_before + 3,
+            "term went from {term_before} to {term_after}"
+        );
+        for id in c.ids() {
+            let r = c.read_at_least(id, "after", index).await.expect(200);
+            assert_eq!(r.text(), "still-serving");
+            let r = c.get(id, "vault", "eventual").await.expect(200);
+            assert_eq!(r.text(), "intact", "node {id}");
+            let log = c.kit().log_tail(id, 100_000);
+            assert!(!log.contains("panicked"), "node {id} panicked:\n{log}");
+            assert!(
+                log.contains("refused a peer request"),
+                "node {id} did not log the refusals"
+            );
+        }
+    })
+    .await;
+}
