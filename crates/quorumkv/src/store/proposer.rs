@@ -17,8 +17,14 @@ use crate::raft::Raft;
 const MAX_REQUESTS: usize = 1024;
 /// Most payload bytes in one proposal (one request may exceed it alone).
 const MAX_BYTES: usize = 4 << 20;
-/// Proposals awaiting commit at once: while one replicates, the next flushes.
-const IN_FLIGHT: usize = 2;
+/// Proposals awaiting commit at once. openraft 0.10 takes the next append
+/// while earlier ones flush, and the log's flusher makes one fdatasync of all
+/// entries queued meanwhile, so more proposals in flight cost few extra syncs;
+/// and an `eventual` writer, answered at append, waits for a slot behind older
+/// commits. Measured (one client, then 64, same machine and hour): 2 in
+/// flight, eventual p50 2.65 ms, strong 3150 writes/s p99 36 ms; 8: 1.05 ms,
+/// 3600/s, 32 ms; 32: 0.78 ms, 2670-3290/s, p99 52-75 ms (smaller batches).
+const IN_FLIGHT: usize = 8;
 
 /// Why a request was not applied.
 #[derive(Debug, Clone)]
