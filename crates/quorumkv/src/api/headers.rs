@@ -304,4 +304,25 @@ mod tests {
         assert_eq!(ev[name::LAST_CONTACT_MS], "35");
         assert_eq!(ev[name::CONSISTENCY], "eventual");
     }
+
+    proptest::proptest! {
+        /// Any visible-ASCII value of any request header: a typed value or a
+        /// 400-class error; never a panic.
+        #[test]
+        fn any_header_value_parses_or_is_refused(value in "[ -~]{0,300}") {
+            for header in [
+                name::CONSISTENCY,
+                name::MIN_INDEX,
+                name::MAX_STALENESS,
+                name::IF_MATCH,
+                name::IF_NONE_MATCH,
+                name::IDEMPOTENCY_KEY,
+            ] {
+                let h = h(&[(header, value.as_str())]);
+                for e in [read_level(&h).err(), write_level(&h).err(), precondition(&h).err(), idempotency_key(&h).err()].into_iter().flatten() {
+                    proptest::prop_assert!(e.status().is_client_error(), "{e}");
+                }
+            }
+        }
+    }
 }

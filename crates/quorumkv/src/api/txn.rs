@@ -358,4 +358,29 @@ mod tests {
             "invalid_body"
         );
     }
+
+    proptest::proptest! {
+        /// Any body: a transaction within the limits, or an error; never a panic.
+        #[test]
+        fn any_body_parses_or_is_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(txn) = parse_txn(&body, &limits()) {
+                let ops = txn.compares.len() + txn.success.len() + txn.failure.len();
+                proptest::prop_assert!(ops <= limits().max_txn_ops);
+            }
+        }
+
+        /// JSON-shaped bodies reach deeper than random bytes do.
+        #[test]
+        fn any_json_shaped_body_parses_or_is_refused(
+            key in "[a-z/]{0,20}",
+            op in "(put|get|delete|nope)",
+            test in "(value_eq|mod_index_eq|exists|absent|ge|le|bogus)",
+            number in proptest::prelude::any::<i64>(),
+        ) {
+            let body = format!(
+                r#"{{"compare":[{{"key":"{key}","test":"{test}","number":{number},"mod_index":3}}],"success":[{{"op":"{op}","key":"{key}","value":"v"}}]}}"#
+            );
+            let _ = parse_txn(body.as_bytes(), &limits());
+        }
+    }
 }
