@@ -64,7 +64,7 @@ const MAX_TERM_STEP: u64 = 1_000_000;
 /// Refuses a message whose vote names an absurd term, before openraft sees it.
 fn check_term(store: &Store, vote: &Vote) -> Result<(), Error> {
     let theirs = vote.leader_id.term;
-    let ours = store.metrics().current_term;
+    let ours = store.current_term();
     if theirs > ours.saturating_add(MAX_TERM_STEP) {
         tracing::warn!(
             theirs,

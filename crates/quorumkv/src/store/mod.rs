@@ -171,6 +171,12 @@ impl Store {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// This node's current term, without copying the rest of the metrics
+    /// (checked on every peer message).
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     fn is_leader(m: &RaftMetrics) -> bool {
         m.state == ServerState::Leader && m.current_leader == Some(m.id)
     }

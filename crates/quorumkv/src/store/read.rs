@@ -7,6 +7,7 @@
 //! reads and, through `/raft/read_index`, its followers'); `follower_*` runs on
 //! a node the leader asked; the rest on whichever node serves the read.
 
+use std::sync::Weak;
 use std::time::Duration;
 
 use openraft::error::{LinearizableReadError, RaftError};
@@ -14,10 +15,11 @@ use openraft::raft::linearizable_read::LinearizerOption;
 use openraft::ReadPolicy;
 
 use crate::config::StrongReads;
-use crate::error::Error;
+use crate::error::{Error, WireError};
 use crate::kv::{Pair, Versioned};
 use crate::peer::messages::{path, ReadIndexReply, WaitApplied, WaitAppliedReply};
 use crate::peer::{Attempt, LeaderReply};
+use crate::store::rounds::Rounds;
 use crate::store::{fatal, ReadLevel, ReadMeta, Store};
 
 /// Leadership confirmations tried before a strong read gives up with `503`.
@@ -229,15 +231,13 @@ impl Store {
     }
 
     /// Starts the two kinds of shared rounds on the store behind `me`.
-    pub(super) fn start_read_rounds(
-        me: std::sync::Weak<Store>,
-    ) -> (SharedReads, LeaderSharedReads) {
+    pub(super) fn start_read_rounds(me: Weak<Store>) -> (SharedReads, LeaderSharedReads) {
         let own = me.clone();
-        let reads = super::rounds::Rounds::start(move || {
+        let reads = Rounds::start(move || {
             own.upgrade()
                 .map(|s| async move { s.fetch_read_index().await.map_err(|e| e.to_wire()) })
         });
-        let leader = super::rounds::Rounds::start(move || {
+        let leader = Rounds::start(move || {
             me.upgrade()
                 .map(|s| async move { LeaderReply::from(s.leader_read_index().await) })
         });
@@ -246,6 +246,6 @@ impl Store {
 }
 
 /// This node's strong reads, coalesced into rounds.
-pub(super) type SharedReads = super::rounds::Rounds<Result<u64, crate::error::WireError>>;
+pub(super) type SharedReads = Rounds<Result<u64, WireError>>;
 /// The leader's rounds, shared by its own reads and its followers'.
-pub(super) type LeaderSharedReads = super::rounds::Rounds<ReadIndexReply>;
+pub(super) type LeaderSharedReads = Rounds<ReadIndexReply>;
