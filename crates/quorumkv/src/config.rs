@@ -54,6 +54,16 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
 
+    /// Most open connections on the listener (clients and peers together); a
+    /// connection past it is closed at once.
+    #[arg(long, env = "QKV_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// How long a client may take to send a request's headers before its
+    /// connection is closed (slow or stalled clients hold nothing for long).
+    #[arg(long, env = "QKV_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
     /// Interval of leader heartbeats, in milliseconds.
     #[arg(long, env = "QKV_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -151,6 +161,8 @@ pub struct Config {
     pub fast_failover: bool,
     /// Required of peer requests; `None` only on a loopback address.
     pub cluster_token: Option<ClusterToken>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
     pub all_wait: Duration,
     pub idempotency: Policy,
 }
@@ -230,6 +242,11 @@ impl TryFrom<ServeArgs> for Config {
         if a.max_txn_ops == 0 || a.idempotency_max_keys == 0 {
             return invalid("--max-txn-ops and --idempotency-max-keys must be at least 1");
         }
+        if a.max_connections < 16 || a.header_read_timeout_ms == 0 {
+            return invalid(
+                "--max-connections must be at least 16 and --header-read-timeout-ms at least 1",
+            );
+        }
         if a.max_key_bytes == 0 || a.max_value_bytes == 0 {
             return invalid("size limits must be at least 1 byte");
         }
@@ -293,6 +310,8 @@ impl TryFrom<ServeArgs> for Config {
             strong_reads: a.strong_reads,
             fast_failover: a.fast_failover,
             cluster_token,
+            max_connections: a.max_connections,
+            header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
             idempotency: Policy {
                 ttl_ms: a.idempotency_ttl.as_millis() as u64,

@@ -7,6 +7,7 @@
 //! config.rs             flags + env -> validated Config
 //! error.rs              Error and its one mapping to HTTP
 //! node.rs               one node: open storage and Raft (Node), serve, shut down
+//! listener.rs           HTTP/1.1 with a connection limit, header-read timeout, drain
 //! bootstrap.rs          form a fresh cluster from --initial-cluster
 //! kv.rs                 Key, Versioned value, size limits
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
@@ -32,6 +33,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod kv;
+pub mod listener;
 pub mod node;
 pub mod peer;
 pub mod raft;

@@ -11,6 +11,7 @@ use openraft::SnapshotPolicy;
 use crate::api::{self, AppState};
 use crate::bootstrap::initialize_if_new;
 use crate::config::Config;
+use crate::listener;
 use crate::peer::PeerClient;
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
@@ -43,8 +44,6 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
-    #[error("serve: {0}")]
-    Serve(std::io::Error),
 }
 
 impl From<sled::Error> for NodeError {
@@ -201,11 +200,11 @@ pub async fn run(
             () = core_stopped(core) => {}
         }
     };
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(NodeError::Serve);
+    let bounds = listener::Bounds {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+    };
+    listener::serve(listener, app, bounds, stop).await;
     let fatal = core_failure(&raft);
     tracing::info!("shutting down raft");
     if let Err(e) = raft.shutdown().await {
@@ -213,7 +212,7 @@ pub async fn run(
     }
     match fatal {
         Some(e) => Err(NodeError::Raft(format!("raft core stopped: {e}"))),
-        None => served,
+        None => Ok(()),
     }
 }
 

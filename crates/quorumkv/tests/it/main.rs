@@ -12,5 +12,6 @@ mod http;
 mod idempotency;
 mod kv;
 mod money;
+mod slow_clients;
 mod torture;
 mod txn;
