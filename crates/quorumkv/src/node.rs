@@ -118,6 +118,10 @@ impl Node {
         let mut log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
         let log_reader = log_store.clone();
         let mut state_machine = StateMachine::open(sm_db, snapshots, config.idempotency)?;
+        log_store
+            .finish_interrupted_purge()
+            .await
+            .map_err(storage)?;
         let log_last = log_store
             .get_log_state()
             .await

@@ -138,6 +138,35 @@ impl LogStore {
         Ok(())
     }
 
+    /// Removes every entry at or below `index` (one sled batch, not synced).
+    fn remove_up_to(&self, index: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=index_key(index)) {
+            let (k, _) = item.map_err(|e| logs_err("purge", e))?;
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| logs_err("purge", e))
+    }
+
+    /// Completes a purge a crash interrupted: its point was recorded but some
+    /// entries at or below it were not yet removed. Left there, they would make
+    /// the log end before its own purge point, which openraft refuses at start
+    /// ("inverted log order"); found by `scripts/torture.sh` (a follower killed
+    /// again right after installing a snapshot). Run before openraft opens the log.
+    pub async fn finish_interrupted_purge(&self) -> Result<(), StorageError> {
+        let purged: Option<LogId> = Self::read_meta(&self.meta, PURGED, "last purged log id")?;
+        let Some(purged) = purged else { return Ok(()) };
+        let first = self.log.first().map_err(|e| logs_err("read first", e))?;
+        if first.is_some_and(|(k, _)| k.as_ref() <= index_key(purged.index).as_slice()) {
+            tracing::info!(%purged, "finishing a purge interrupted by a crash");
+            self.remove_up_to(purged.index)?;
+            self.sync("purge").await?;
+        }
+        Ok(())
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let last = self.log.last().map_err(|e| logs_err("read", e))?;
         match last {
@@ -352,15 +381,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .sync()
             .await
             .map_err(|e| storage_err("sync state machine before purge", e))?;
+        // The point first, then the entries: a crash between the two leaves
+        // entries at or below the point, which the next start removes
+        // ([`LogStore::finish_interrupted_purge`]); the other order would
+        // leave a log whose first entries are missing.
         Self::write_meta(&self.meta, PURGED, &log_id, "last purged log id")?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (k, _) = item.map_err(|e| logs_err("purge", e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err("purge", e))?;
+        self.remove_up_to(log_id.index)?;
         self.sync("purge").await
     }
 }
@@ -403,5 +429,32 @@ mod tests {
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3)));
         store.save_committed(Some(log_id(2))).await.expect("save");
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2)));
+    }
+
+    #[tokio::test]
+    async fn a_purge_cut_short_by_a_crash_is_finished_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(dir.path());
+        let entries = (1..=5).map(|i| Entry {
+            log_id: log_id(i),
+            payload: EntryPayload::Blank,
+        });
+        store
+            .append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+        // A snapshot installed past the log's end: the purge recorded its point
+        // (8) and the crash came before the entries were removed.
+        LogStore::write_meta(&store.meta, PURGED, &log_id(8), "purged").unwrap();
+        store.sync("test").await.expect("flush");
+        assert_eq!(store.log.len(), 5);
+
+        store.finish_interrupted_purge().await.expect("finish");
+        assert_eq!(store.log.len(), 0);
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(8)));
+        assert_eq!(state.last_log_id, Some(log_id(8)));
+        // Nothing left to do the second time.
+        store.finish_interrupted_purge().await.expect("again");
     }
 }
