@@ -14,5 +14,10 @@ step() {
 step "$ROOT/scripts/deps.sh"
 step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets -- -D warnings
-step cargo test --workspace --all-targets -- --test-threads 2
+# Keep the output to count the tests of every crate in one closing line.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+step cargo test --workspace --all-targets -- --test-threads 2 2>&1 | tee "$log"
 printf '\n==> all checks passed\n' >&2
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
