@@ -410,11 +410,9 @@ mod tests {
         LogStore::open(log, sm, Some(file)).expect("log store")
     }
 
-    #[tokio::test]
-    async fn a_saved_commit_beyond_the_log_reads_back_as_the_log_end() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut store = open(dir.path());
-        let entries = (1..=3).map(|i| Entry {
+    /// Appends blank entries 1..=last and makes them durable.
+    async fn append_blank(store: &mut LogStore, last: u64) {
+        let entries = (1..=last).map(|i| Entry {
             log_id: log_id(i),
             payload: EntryPayload::Blank,
         });
@@ -423,6 +421,13 @@ mod tests {
             .await
             .expect("append");
         store.sync("test").await.expect("flush");
+    }
+
+    #[tokio::test]
+    async fn a_saved_commit_beyond_the_log_reads_back_as_the_log_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(dir.path());
+        append_blank(&mut store, 3).await;
         // The leader committed 5 before this node's copy of 4 and 5 was on
         // disk, and the node crashed: the log ends at 3.
         store.save_committed(Some(log_id(5))).await.expect("save");
@@ -435,18 +440,10 @@ mod tests {
     async fn a_purge_cut_short_by_a_crash_is_finished_at_start() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = open(dir.path());
-        let entries = (1..=5).map(|i| Entry {
-            log_id: log_id(i),
-            payload: EntryPayload::Blank,
-        });
-        store
-            .append(entries, IOFlushed::noop())
-            .await
-            .expect("append");
+        append_blank(&mut store, 5).await;
         // A snapshot installed past the log's end: the purge recorded its point
         // (8) and the crash came before the entries were removed.
         LogStore::write_meta(&store.meta, PURGED, &log_id(8), "purged").unwrap();
-        store.sync("test").await.expect("flush");
         assert_eq!(store.log.len(), 5);
 
         store.finish_interrupted_purge().await.expect("finish");
