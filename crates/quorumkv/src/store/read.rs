@@ -125,29 +125,17 @@ impl Store {
         }
     }
 
-    /// `X-Min-Index`: waits until `index` is applied here.
-    async fn wait_min_index(&self, index: u64) -> Result<(), Error> {
+    /// Waits up to `--read-wait-ms` until `index` is applied here; otherwise
+    /// the error `behind(applied, waited)` says how far it got.
+    async fn wait_index(
+        &self,
+        index: u64,
+        behind: impl FnOnce(u64, Duration) -> Error,
+    ) -> Result<(), Error> {
         let waited = self.config.read_wait;
         match self.applied_at_least(index, waited).await? {
             Ok(_) => Ok(()),
-            Err(Behind { applied }) => Err(Error::MinIndexTimeout {
-                want: index,
-                applied,
-                waited,
-            }),
-        }
-    }
-
-    /// A strong read: waits until the read index is applied here.
-    async fn wait_read_index(&self, index: u64) -> Result<(), Error> {
-        let waited = self.config.read_wait;
-        match self.applied_at_least(index, waited).await? {
-            Ok(_) => Ok(()),
-            Err(Behind { applied }) => Err(Error::ReadIndexTimeout {
-                index,
-                applied,
-                waited,
-            }),
+            Err(Behind { applied }) => Err(behind(applied, waited)),
         }
     }
 
@@ -172,7 +160,12 @@ impl Store {
         match level {
             ReadLevel::Strong => {
                 let index = self.shared_read_index().await?;
-                self.wait_read_index(index).await?;
+                self.wait_index(index, |applied, waited| Error::ReadIndexTimeout {
+                    index,
+                    applied,
+                    waited,
+                })
+                .await?;
             }
             ReadLevel::Eventual {
                 min_index,
@@ -190,8 +183,13 @@ impl Store {
                         }
                     }
                 }
-                if let Some(index) = min_index {
-                    self.wait_min_index(index).await?;
+                if let Some(want) = min_index {
+                    self.wait_index(want, |applied, waited| Error::MinIndexTimeout {
+                        want,
+                        applied,
+                        waited,
+                    })
+                    .await?;
                 }
             }
         }
