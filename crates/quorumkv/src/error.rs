@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -167,6 +168,26 @@ impl Error {
             Storage(_) => "internal",
             Internal(_) => "internal",
             Remote(w) => &w.code,
+        }
+    }
+
+    /// A request body axum refused: over `limit` (cut off before all of it
+    /// was read; `content_length` is the size the request claimed, if known),
+    /// or unreadable.
+    pub fn body_rejected(
+        e: BytesRejection,
+        content_length: Option<usize>,
+        limit: usize,
+        what: &'static str,
+    ) -> Error {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge {
+                what,
+                len: content_length,
+                limit,
+            }
+        } else {
+            Error::InvalidBody(e.body_text())
         }
     }
 

@@ -127,6 +127,13 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     }
 }
 
+/// `Content-Length`, when the request states a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 /// Response headers, built up by name.
 #[derive(Default)]
 pub struct Head(HeaderMap);

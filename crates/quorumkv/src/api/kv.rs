@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::api::headers::{idempotency_key, precondition, read_level, write_level, Head};
+use crate::api::headers::{
+    content_length, idempotency_key, precondition, read_level, write_level, Head,
+};
 use crate::api::AppState;
 use crate::command::{Command, CommandResult};
 use crate::error::Error;
@@ -143,7 +145,8 @@ async fn put_key(
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
     let limit = state.store.config.limits.max_value_bytes;
-    let value = body.map_err(|e| body_error(e, &headers, limit, "value"))?;
+    let value =
+        body.map_err(|e| Error::body_rejected(e, content_length(&headers), limit, "value"))?;
     check_value(&value, limit)?;
     let command = Command::Put {
         key,
@@ -152,23 +155,6 @@ async fn put_key(
     };
     let (level, outcome) = run_write(&state, &headers, command).await?;
     Ok(write_response(&state, level, outcome))
-}
-
-/// A body over the limit is cut off by axum before we see all of it.
-pub fn body_error(
-    e: BytesRejection,
-    headers: &HeaderMap,
-    limit: usize,
-    what: &'static str,
-) -> Error {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let len = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        Error::BodyTooLarge { what, len, limit }
-    } else {
-        Error::InvalidBody(e.body_text())
-    }
 }
 
 async fn delete_key(

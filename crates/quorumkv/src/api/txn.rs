@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::api::kv::{body_error, run_write, write_head};
+use crate::api::headers::content_length;
+use crate::api::kv::{run_write, write_head};
 use crate::api::AppState;
 use crate::command::{Command, CommandResult, Compare, OpResult, Test, Txn, TxnOp};
 use crate::config::Limits;
@@ -261,7 +262,14 @@ async fn txn(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let limits = state.store.config.limits;
-    let body = body.map_err(|e| body_error(e, &headers, limits.max_value_bytes, "request body"))?;
+    let body = body.map_err(|e| {
+        Error::body_rejected(
+            e,
+            content_length(&headers),
+            limits.max_value_bytes,
+            "request body",
+        )
+    })?;
     let txn = parse_txn(&body, &limits)?;
     let (level, outcome) = run_write(&state, &headers, Command::Txn(txn)).await?;
     let (status, head) = write_head(&state, level, &outcome);

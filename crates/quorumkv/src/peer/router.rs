@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -83,14 +82,8 @@ type Body = Result<Bytes, BytesRejection>;
 /// The message in a request body: bounded (413 past the limit) and decoded
 /// with a limit (400 when it is not the message the route takes).
 fn parse<T: DeserializeOwned>(body: Body) -> Result<T, Error> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::BodyTooLarge {
-            what: "peer message",
-            len: None,
-            limit: MAX_MESSAGE_BYTES,
-        },
-        _ => Error::InvalidBody(e.body_text()),
-    })?;
+    let body =
+        body.map_err(|e| Error::body_rejected(e, None, MAX_MESSAGE_BYTES, "peer message"))?;
     decode(&body).map_err(|e| Error::InvalidBody(format!("peer message: {e}")))
 }
 

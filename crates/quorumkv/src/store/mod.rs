@@ -4,12 +4,14 @@
 //! - strong write: `client_write` on the leader (quorum commit + apply).
 //! - eventual write: proposed on the leader; acknowledged once in its log.
 //! - all write: strong, then every voter confirms it has applied the entry.
-//! - strong read: leader confirms leadership with a quorum (ReadIndex); a
-//!   follower asks the leader for that read index and waits to apply it.
+//! - strong read: leader confirms leadership with a quorum (ReadIndex, or a
+//!   quorum ack within its lease with `--strong-reads lease`); a follower asks
+//!   the leader for that read index and waits to apply it.
 //! - eventual read: served from the local replica at once.
 //!
 //! `write.rs` and `read.rs` hold the two paths; this file holds what they
-//! share: levels, outcomes, finding the leader and retrying on a new one.
+//! share: read levels, last leader contact, finding the leader and retrying
+//! on a new one.
 
 mod failover;
 mod proposer;
