@@ -6,6 +6,7 @@
 #
 # Environment:
 #   QKV_BASE_PORT     first client port (default 7001); nodes 1,2,3 use base, base+1, base+2
+#                     for clients and those ports + 1000 (8001-8003) for peers (/raft/*)
 #   QKV_CLUSTER_DIR   data root (default <repo>/.cluster): nodeN/ (data), nodeN.pid, nodeN.log
 #   QKV_NODE_ARGS     extra flags passed to every node's `quorumkv serve` (split on whitespace)
 #   QKV_UP_TIMEOUT    seconds `up` waits for a leader (default 20)
@@ -66,8 +67,8 @@ DIR="${DIR%/}"
 [[ -n "$DIR" ]] || die "QKV_CLUSTER_DIR must not be /"
 
 BASE_PORT="${QKV_BASE_PORT:-7001}"
-if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1 || BASE_PORT > 65533)); then
-    die "QKV_BASE_PORT must be a port number between 1 and 65533, got '$BASE_PORT'"
+if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1 || BASE_PORT > 64533)); then
+    die "QKV_BASE_PORT must be a port number between 1 and 64533 (peers use +1000), got '$BASE_PORT'"
 fi
 
 UP_TIMEOUT="${QKV_UP_TIMEOUT:-20}"
@@ -89,8 +90,10 @@ log_file() { printf '%s/node%s.log\n' "$DIR" "$1"; }
 args_file() { printf '%s/node%s.args\n' "$DIR" "$1"; }
 data_dir() { printf '%s/node%s\n' "$DIR" "$1"; }
 
-# URL for node $1 from the environment/defaults (what `up` would use now).
+# Client URL for node $1 from the environment/defaults (what `up` would use now).
 env_url() { printf 'http://%s:%s\n' "$HOST" "$((BASE_PORT + $1 - 1))"; }
+# Peer URL (its /raft/* listener) for node $1: the client port + 1000.
+env_peer_url() { printf 'http://%s:%s\n' "$HOST" "$((BASE_PORT + $1 - 1 + 1000))"; }
 
 # URL node $1 was launched with (recorded by `up`/`start`), else from the environment.
 node_url() {
@@ -101,7 +104,7 @@ node_url() {
         mapfile -d '' -t args <"$f"
         local i
         for ((i = 0; i < ${#args[@]} - 1; i++)); do
-            if [[ "${args[i]}" == --advertise ]]; then
+            if [[ "${args[i]}" == --advertise-client ]]; then
                 printf '%s\n' "${args[i + 1]}"
                 return
             fi
@@ -113,7 +116,7 @@ node_url() {
 initial_cluster() {
     local n out=""
     for n in "${NODES[@]}"; do
-        out+="${out:+,}$n=$(env_url "$n")"
+        out+="${out:+,}$n=$(env_peer_url "$n")"
     done
     printf '%s\n' "$out"
 }
@@ -257,13 +260,15 @@ ensure_token() {
 }
 
 serve_args() {
-    local id="$1" url
+    local id="$1" url peer
     url="$(env_url "$id")"
+    peer="$(env_peer_url "$id")"
     local -a extra=()
     if [[ -n "${QKV_NODE_ARGS:-}" ]]; then
         read -r -a extra <<<"$QKV_NODE_ARGS"
     fi
-    printf '%s\0' serve --id "$id" --listen "${url#http://}" --advertise "$url" \
+    printf '%s\0' serve --id "$id" --listen "${url#http://}" --advertise-client "$url" \
+        --peer-listen "${peer#http://}" \
         --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" \
         --cluster-token-file "$(token_file)" "${extra[@]}"
 }
@@ -276,6 +281,11 @@ warn_stale_membership() {
     [[ -n "$(ls -A "$(data_dir "$id")" 2>/dev/null)" ]] || return 0
     old="$(node_url "$id")"
     new="$(env_url "$id")"
+    if ! tr '\0' '\n' <"$(args_file "$id")" | grep -qx -- --peer-listen; then
+        printf '%s: node %s has state from before peers had their own port;\n' "$PROG" "$id" >&2
+        printf '    run "%s down --wipe" to start a fresh cluster\n' "$PROG" >&2
+        exit 1
+    fi
     if [[ "$old" != "$new" ]]; then
         printf '%s: warning: node %s has existing state from a cluster at %s (now %s);\n' "$PROG" "$id" "$old" "$new" >&2
         printf '    existing state ignores --initial-cluster; use "%s down --wipe" to start fresh\n' "$PROG" >&2

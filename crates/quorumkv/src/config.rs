@@ -18,23 +18,34 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_ID")]
     pub id: NodeId,
 
-    /// Address to bind; one port serves clients (/v1, /health, /ready) and peers
-    /// (/raft). A non-loopback address needs a cluster token.
+    /// Address to bind for clients (/v1, /health, /ready).
     #[arg(long, env = "QKV_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
 
-    /// URL peers and clients use to reach this node: the address the cluster
-    /// records for it [default: its --initial-cluster entry, else http://<listen>].
+    /// Address to bind for peers (/raft/*), so a firewall can keep clients off
+    /// it [default: the --listen IP, port + 1000]. A non-loopback address
+    /// needs a cluster token.
+    #[arg(long, env = "QKV_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// URL peers use to reach this node: the address the cluster records for
+    /// it [default: its --initial-cluster entry, else http://<peer-listen>].
     /// When both are given they must agree.
-    #[arg(long, env = "QKV_ADVERTISE")]
-    pub advertise: Option<String>,
+    #[arg(long, alias = "advertise", env = "QKV_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+
+    /// URL clients use to reach this node, shown in /v1/cluster
+    /// [default: http://<listen>].
+    #[arg(long, env = "QKV_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
 
     /// Directory for the Raft log and vote (sled, <dir>/log), the state machine
     /// (sled, <dir>/sm) and the latest snapshot (<dir>/snapshot).
     #[arg(long, env = "QKV_DATA_DIR")]
     pub data_dir: PathBuf,
 
-    /// The founding members, etcd style: `1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,...`.
+    /// The founding members and their peer URLs, etcd style:
+    /// `1=http://127.0.0.1:8001,2=http://127.0.0.1:8002,...`.
     /// Used only when the data dir holds no state yet; a restarted node resumes from disk.
     #[arg(long, env = "QKV_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
@@ -54,7 +65,7 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
 
-    /// Most open connections on the listener (clients and peers together); a
+    /// Most open connections on each listener (client and peer); a
     /// connection past it is closed at once.
     #[arg(long, env = "QKV_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -147,7 +158,11 @@ pub enum StrongReads {
 pub struct Config {
     pub id: NodeId,
     pub listen: SocketAddr,
-    pub advertise: String,
+    pub peer_listen: SocketAddr,
+    /// The peer URL the cluster records for this node.
+    pub advertise_peer: String,
+    /// The client URL this node reports.
+    pub advertise_client: String,
     pub data_dir: PathBuf,
     pub initial_cluster: Option<BTreeMap<NodeId, String>>,
     pub heartbeat: Duration,
@@ -185,7 +200,7 @@ pub enum ConfigError {
     SelfMissing(NodeId),
     #[error("--initial-cluster URL {0:?} must start with http://")]
     BadUrl(String),
-    #[error("--advertise {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
+    #[error("--advertise-peer {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
     AdvertiseMismatch { advertise: String, listed: String },
     #[error("--cluster-token-file {path}: {source}")]
     TokenFile {
@@ -199,6 +214,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// The default peer port is the client port plus this.
+pub const PEER_PORT_OFFSET: u16 = 1000;
 
 /// Parses `1=http://a:1,2=http://b:2`.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
@@ -260,6 +278,25 @@ impl TryFrom<ServeArgs> for Config {
             }
             None => None,
         };
+        let peer_listen = match a.peer_listen {
+            Some(addr) => addr,
+            None => {
+                let port = a
+                    .listen
+                    .port()
+                    .checked_add(PEER_PORT_OFFSET)
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "--listen port {} + {PEER_PORT_OFFSET} is no port: set --peer-listen",
+                            a.listen.port()
+                        ))
+                    })?;
+                SocketAddr::new(a.listen.ip(), port)
+            }
+        };
+        if peer_listen == a.listen {
+            return invalid("--peer-listen must differ from --listen");
+        }
         let cluster_token = match (&a.cluster_token, &a.cluster_token_file) {
             (Some(t), _) => Some(ClusterToken::parse(t).map_err(ConfigError::BadToken)?),
             (None, Some(path)) => {
@@ -270,13 +307,13 @@ impl TryFrom<ServeArgs> for Config {
                     })?;
                 Some(ClusterToken::parse(&text).map_err(ConfigError::BadToken)?)
             }
-            (None, None) if !a.listen.ip().is_loopback() => {
-                return Err(ConfigError::Unprotected(a.listen))
+            (None, None) if !peer_listen.ip().is_loopback() => {
+                return Err(ConfigError::Unprotected(peer_listen))
             }
             (None, None) => None,
         };
         let listed = initial_cluster.as_ref().and_then(|m| m.get(&a.id));
-        let advertise = match (&a.advertise, listed) {
+        let advertise_peer = match (&a.advertise_peer, listed) {
             (Some(adv), Some(listed)) if adv.trim_end_matches('/') != listed => {
                 return Err(ConfigError::AdvertiseMismatch {
                     advertise: adv.clone(),
@@ -285,12 +322,18 @@ impl TryFrom<ServeArgs> for Config {
             }
             (Some(adv), _) => adv.trim_end_matches('/').to_string(),
             (None, Some(listed)) => listed.clone(),
-            (None, None) => format!("http://{}", a.listen),
+            (None, None) => format!("http://{peer_listen}"),
+        };
+        let advertise_client = match &a.advertise_client {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", a.listen),
         };
         Ok(Config {
             id: a.id,
             listen: a.listen,
-            advertise,
+            peer_listen,
+            advertise_peer,
+            advertise_client,
             data_dir: a.data_dir,
             initial_cluster,
             heartbeat: Duration::from_millis(a.heartbeat_ms),
@@ -354,6 +397,17 @@ mod tests {
     fn peer_traffic_off_loopback_needs_a_token() {
         let open = ["--listen", "0.0.0.0:7001"];
         assert!(matches!(config(&open), Err(ConfigError::Unprotected(_))));
+        // Clients on every address, peers on loopback only: no token needed.
+        let c = config(&[
+            "--listen",
+            "0.0.0.0:7001",
+            "--peer-listen",
+            "127.0.0.1:8001",
+        ])
+        .unwrap();
+        assert!(c.cluster_token.is_none());
+        let open = ["--peer-listen", "0.0.0.0:8001"];
+        assert!(matches!(config(&open), Err(ConfigError::Unprotected(_))));
         let token = [
             "--listen",
             "10.1.2.3:7001",
@@ -378,16 +432,26 @@ mod tests {
 
     #[test]
     fn advertise_defaults_to_the_listed_url_and_must_agree_with_it() {
-        let cluster = "--initial-cluster=1=http://10.0.0.1:7001,2=http://10.0.0.2:7001";
+        let cluster = "--initial-cluster=1=http://10.0.0.1:8001,2=http://10.0.0.2:8001";
         let c = config(&[cluster]).unwrap();
-        assert_eq!(c.advertise, "http://10.0.0.1:7001");
-        let c = config(&[cluster, "--advertise", "http://10.0.0.1:7001/"]).unwrap();
-        assert_eq!(c.advertise, "http://10.0.0.1:7001");
+        assert_eq!(c.advertise_peer, "http://10.0.0.1:8001");
+        let c = config(&[cluster, "--advertise-peer", "http://10.0.0.1:8001/"]).unwrap();
+        assert_eq!(c.advertise_peer, "http://10.0.0.1:8001");
         assert!(matches!(
-            config(&[cluster, "--advertise", "http://127.0.0.1:7001"]),
+            config(&[cluster, "--advertise-peer", "http://127.0.0.1:8001"]),
             Err(ConfigError::AdvertiseMismatch { .. })
         ));
         let c = config(&["--listen", "127.0.0.1:7101"]).unwrap();
-        assert_eq!(c.advertise, "http://127.0.0.1:7101");
+        assert_eq!(c.peer_listen, "127.0.0.1:8101".parse().unwrap());
+        assert_eq!(c.advertise_peer, "http://127.0.0.1:8101");
+        assert_eq!(c.advertise_client, "http://127.0.0.1:7101");
+        assert!(config(&["--listen", "127.0.0.1:65000"]).is_err());
+        let same = [
+            "--listen",
+            "127.0.0.1:7101",
+            "--peer-listen",
+            "127.0.0.1:7101",
+        ];
+        assert!(config(&same).is_err());
     }
 }

@@ -132,9 +132,9 @@ impl Node {
             .await
             .map_err(storage)?;
         let reader = state_machine.reader();
-        let listen_ip = config.listen.ip();
+        let peer_ip = config.peer_listen.ip();
         let peers = PeerClient::new(
-            (!listen_ip.is_unspecified()).then_some(listen_ip),
+            (!peer_ip.is_unspecified()).then_some(peer_ip),
             config.cluster_token.as_ref(),
         )?;
         let network = NetworkFactory {
@@ -168,12 +168,24 @@ impl Node {
         })
     }
 
-    /// The HTTP router of this node: client API and peer routes.
+    /// The client API's router.
     pub fn router(&self) -> axum::Router {
         api::router(AppState {
             store: self.store.clone(),
         })
     }
+
+    /// The peer routes' router (`/raft/*`).
+    pub fn peer_router(&self) -> axum::Router {
+        let token = self.config.cluster_token.clone();
+        crate::peer::router::router(self.store.clone(), token)
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { addr, source })
 }
 
 /// Runs one node until `shutdown` resolves or its Raft core stops.
@@ -182,15 +194,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let node = Node::open(config).await?;
-    let app = node.router();
+    let (app, peer_app) = (node.router(), node.peer_router());
     let Node { config, raft, .. } = node;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    tracing::info!(id = config.id, advertise = %config.advertise, "listening on {}", config.listen);
+    let clients = bind(config.listen).await?;
+    let peers = bind(config.peer_listen).await?;
+    tracing::info!(
+        id = config.id,
+        peer_url = %config.advertise_peer,
+        client_url = %config.advertise_client,
+        "listening for clients on {}, for peers on {}",
+        config.listen,
+        config.peer_listen
+    );
 
     initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
 
@@ -198,17 +213,25 @@ pub async fn run(
     // node that can serve nothing: exit non-zero so a supervisor restarts it
     // from disk, instead of answering every request with an error forever.
     let core = raft.clone();
-    let stop = async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
             () = shutdown => {}
             () = core_stopped(core) => {}
         }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
     let bounds = listener::Bounds {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
-    listener::serve(listener, app, bounds, stop).await;
+    tokio::join!(
+        listener::serve(clients, app, bounds, stopped(stop_rx.clone())),
+        listener::serve(peers, peer_app, bounds, stopped(stop_rx)),
+    );
     let fatal = core_failure(&raft);
     tracing::info!("shutting down raft");
     if let Err(e) = raft.shutdown().await {

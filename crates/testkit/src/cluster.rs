@@ -46,9 +46,10 @@ pub struct Options {
     /// connections leave from its listen IP, which is how a proxy between
     /// nodes tells them apart.
     pub listen_ips: Vec<IpAddr>,
-    /// The URL each node is known by in `--initial-cluster`, in id order, e.g.
-    /// a proxy in front of it; nodes past the end are known by their own URL.
-    /// Only peers use these: [`LocalCluster::url`] and its clients go direct.
+    /// The peer URL each node is known by in `--initial-cluster`, in id
+    /// order, e.g. a proxy in front of its peer listener; nodes past the end
+    /// are known by their own peer URL. Only peers use these:
+    /// [`LocalCluster::url`] and its clients go direct to the client listener.
     pub advertise: Vec<String>,
 }
 
@@ -92,6 +93,7 @@ struct Node {
     id: NodeId,
     ip: IpAddr,
     port: u16,
+    peer_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     proc: Mutex<Proc>,
@@ -157,16 +159,19 @@ impl LocalCluster {
 
     /// Picks ports, makes the directory and spawns every node.
     fn launch(bin: PathBuf, n: usize, opts: Options) -> Result<Self, Error> {
-        let ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let ports = (0..n)
+            .map(|_| Ok::<_, Error>((free_port()?, free_port()?)))
+            .collect::<Result<Vec<_>, _>>()?;
         let http = Client::http(opts.request_timeout)?;
         let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = make_dir(&parent, &opts.dir_prefix)?;
         let nodes: Vec<Node> = (1..=n as NodeId)
             .zip(ports)
-            .map(|(id, port)| Node {
+            .map(|(id, (port, peer_port))| Node {
                 id,
                 ip: listen_ip(&opts, id),
                 port,
+                peer_port,
                 data_dir: dir.join(format!("node-{id}")),
                 log_path: dir.join(format!("node-{id}.log")),
                 proc: Mutex::new(Proc::Dead),
@@ -176,7 +181,7 @@ impl LocalCluster {
             .iter()
             .map(|n| match opts.advertise.get(n.id as usize - 1) {
                 Some(url) => format!("{}={url}", n.id),
-                None => format!("{}=http://{}", n.id, SocketAddr::new(n.ip, n.port)),
+                None => format!("{}=http://{}", n.id, SocketAddr::new(n.ip, n.peer_port)),
             })
             .collect::<Vec<_>>()
             .join(",");
@@ -259,6 +264,17 @@ impl LocalCluster {
     pub fn listen_addr(&self, id: NodeId) -> Result<SocketAddr, Error> {
         let node = self.node(id)?;
         Ok(SocketAddr::new(node.ip, node.port))
+    }
+
+    /// The address a node's peer listener (`/raft/*`) is bound to.
+    pub fn peer_addr(&self, id: NodeId) -> Result<SocketAddr, Error> {
+        let node = self.node(id)?;
+        Ok(SocketAddr::new(node.ip, node.peer_port))
+    }
+
+    /// `http://<peer addr>` of a node: its own peer listener, not a proxy.
+    pub fn peer_url(&self, id: NodeId) -> Result<String, Error> {
+        Ok(format!("http://{}", self.peer_addr(id)?))
     }
 
     /// `http://<listen ip>:<port>` of a node (`127.0.0.1` unless
@@ -472,6 +488,10 @@ impl LocalCluster {
         cmd.arg("serve")
             .args(["--id", &id.to_string()])
             .args(["--listen", &SocketAddr::new(node.ip, node.port).to_string()])
+            .args([
+                "--peer-listen",
+                &SocketAddr::new(node.ip, node.peer_port).to_string(),
+            ])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &self.initial_cluster])

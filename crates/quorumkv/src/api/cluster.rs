@@ -19,7 +19,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Serialize)]
 struct Member {
     id: NodeId,
-    addr: String,
+    /// Where peers reach it (its `/raft/*` listener).
+    peer_url: String,
     voter: bool,
 }
 
@@ -33,6 +34,9 @@ struct Replication {
 #[derive(Serialize)]
 struct ClusterBody {
     id: NodeId,
+    /// This node's client and peer URLs.
+    client_url: String,
+    peer_url: String,
     state: String,
     leader: Option<NodeId>,
     term: u64,
@@ -55,7 +59,7 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterBody>, Err
         .nodes()
         .map(|(id, node)| Member {
             id: *id,
-            addr: node.addr.clone(),
+            peer_url: node.addr.clone(),
             voter: membership.voter_ids().any(|v| v == *id),
         })
         .collect();
@@ -75,6 +79,8 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterBody>, Err
         .collect();
     Ok(Json(ClusterBody {
         id: m.id,
+        client_url: store.config.advertise_client.clone(),
+        peer_url: store.config.advertise_peer.clone(),
         state: format!("{:?}", m.state),
         leader: m.current_leader,
         term: m.current_term,

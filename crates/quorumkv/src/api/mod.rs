@@ -1,5 +1,6 @@
-//! The HTTP surface: client routes (`/v1`, `/health`, `/ready`) and peer routes
-//! (`/raft`) on one port. Unknown routes and methods answer JSON errors too.
+//! The client HTTP surface: `/v1`, `/health`, `/ready` (the peer routes,
+//! `/raft/*`, are served on their own listener: `peer::router`). Unknown
+//! routes and methods answer JSON errors too.
 
 pub mod cluster;
 pub mod headers;
@@ -25,8 +26,6 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.store.config.limits.max_value_bytes;
-    let token = state.store.config.cluster_token.clone();
-    let peers = crate::peer::router::router(state.store.clone(), token);
     let id = state.store.id;
     let client = Router::new()
         .merge(kv::router())
@@ -34,16 +33,18 @@ pub fn router(state: AppState) -> Router {
         .merge(cluster::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
-    Router::new()
-        .merge(client)
-        .merge(peers)
+    with_json_fallbacks(client).layer(map_response(move |mut resp: Response| async move {
+        // Errors too say which node answered.
+        headers::add_served_by(resp.headers_mut(), id);
+        resp
+    }))
+}
+
+/// `router` with JSON answers for unknown routes and methods.
+pub fn with_json_fallbacks(router: Router) -> Router {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(map_response(move |mut resp: Response| async move {
-            // Errors too say which node answered.
-            headers::add_served_by(resp.headers_mut(), id);
-            resp
-        }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> Error {

@@ -27,7 +27,8 @@ use crate::store::Store;
 
 type Peer = State<Arc<Store>>;
 
-/// The `/raft/*` routes; every one requires `token` when there is one.
+/// The `/raft/*` routes of the peer listener; every request, to an unknown
+/// path too, requires `token` when there is one.
 pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
     let route = |p: &str| format!("/raft/{p}");
     // A snapshot is sent whole, one buffer (bounded only by the data: not yet
@@ -35,7 +36,7 @@ pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
     let snapshot = Router::new()
         .route(&route(path::SNAPSHOT), post(full_snapshot))
         .layer(DefaultBodyLimit::disable());
-    Router::new()
+    let routes = Router::new()
         .route(&route(path::APPEND), post(append))
         .route(&route(path::VOTE), post(vote))
         .route(&route(path::PRE_VOTE), post(pre_vote))
@@ -45,8 +46,9 @@ pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
         .route(&route(path::PROBE), post(probe))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(snapshot)
-        .with_state(store)
-        .route_layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(store);
+    crate::api::with_json_fallbacks(routes)
+        .layer(middleware::from_fn_with_state(token, require_token))
 }
 
 /// Entries in one append-entries, and the body limit of every peer route but

@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use crate::harness::{secs, within, Cluster, NodeId};
 use crate::http::Resp;
 
-/// POSTs `body` to `/raft/<path>` on node `id`, with `token` as the bearer if given.
+/// POSTs `body` to `/raft/<path>` on node `id`'s peer listener, with `token`
+/// as the bearer if given.
 async fn raft_post(
     c: &Cluster,
     id: NodeId,
@@ -22,7 +23,10 @@ async fn raft_post(
 ) -> Resp {
     let mut req = c
         .http
-        .post(format!("{}/raft/{path}", c.url(id)))
+        .post(format!(
+            "{}/raft/{path}",
+            c.kit().peer_url(id).expect("peer url")
+        ))
         .timeout(secs(30))
         .body(body);
     if let Some(t) = token {

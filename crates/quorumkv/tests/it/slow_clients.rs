@@ -109,3 +109,35 @@ async fn connections_past_the_limit_are_closed_at_once() {
     })
     .await;
 }
+
+/// Peers have their own listener: a leader whose client listener is full
+/// still replicates, and a write through a follower (forwarded to the leader
+/// on the peer listener) still commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_client_port_does_not_starve_raft() {
+    within(secs(90), async {
+        let c = Cluster::start_with(3, &["--max-connections", "16"]).await;
+        let leader = c.leader(secs(10)).await;
+        let follower = c.kit().others(leader)[0];
+        let term = c.info(follower).await["term"].clone();
+        let addr = c.kit().listen_addr(leader).expect("addr");
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            held.push(connect(addr).await);
+        }
+        for i in 0..20 {
+            let index = c.put_ok(follower, &format!("flood/{i}"), "through").await;
+            c.read_at_least(follower, &format!("flood/{i}"), index)
+                .await
+                .expect(200);
+        }
+        let info = c.info(follower).await;
+        assert_eq!(info["leader"], leader, "{info}");
+        assert_eq!(
+            info["term"], term,
+            "the flood cost the leader its term: {info}"
+        );
+        drop(held);
+    })
+    .await;
+}

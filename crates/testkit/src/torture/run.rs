@@ -215,7 +215,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, Error> {
         ..Options::default()
     };
     let cluster = Arc::new(LocalCluster::start(&config.bin, ids.len(), opts).await?);
-    fabric.start(|id| cluster.listen_addr(id).ok());
+    fabric.start(|id| cluster.peer_addr(id).ok());
     let fabric = Arc::new(fabric);
     let result = drive(&config, &cluster, &fabric, started).await;
     match &result {
