@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,6 +12,7 @@ use clap::Args;
 use crate::peer::auth::ClusterToken;
 use crate::raft::NodeId;
 use crate::sm::idempotency::Policy;
+use crate::tls::{Identity, PeerTls, TlsError};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -64,6 +66,33 @@ pub struct ServeArgs {
     /// A file holding the cluster token (surrounding white space ignored).
     #[arg(long, env = "QKV_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
+
+    /// PEM certificate (chain) of the client listener: clients then speak
+    /// HTTPS. Needs --key.
+    #[arg(long, env = "QKV_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, env = "QKV_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): every client must present a certificate it signed.
+    #[arg(long, env = "QKV_CLIENT_CA", requires = "cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// PEM certificate this node presents to its peers, as server and as
+    /// client (mutual TLS); peer URLs are then https://. Needs --peer-key and --peer-ca.
+    #[arg(long, env = "QKV_PEER_CERT", requires_all = ["peer_key", "peer_ca"])]
+    pub peer_cert: Option<PathBuf>,
+
+    /// PEM private key of --peer-cert.
+    #[arg(long, env = "QKV_PEER_KEY", requires = "peer_cert")]
+    pub peer_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that signed every peer's certificate; a peer
+    /// without one is refused at the handshake.
+    #[arg(long, env = "QKV_PEER_CA", requires = "peer_cert")]
+    pub peer_ca: Option<PathBuf>,
 
     /// Most open connections on each listener (client and peer); a
     /// connection past it is closed at once.
@@ -174,8 +203,12 @@ pub struct Config {
     pub read_wait: Duration,
     pub strong_reads: StrongReads,
     pub fast_failover: bool,
-    /// Required of peer requests; `None` only on a loopback address.
+    /// Required of peer requests; `None` only on a loopback address or with peer TLS.
     pub cluster_token: Option<ClusterToken>,
+    /// TLS on the client listener.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Mutual TLS between peers.
+    pub peer_tls: Option<PeerTls>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub all_wait: Duration,
@@ -198,8 +231,16 @@ pub enum ConfigError {
     DuplicateMember(NodeId),
     #[error("--initial-cluster does not list this node's --id {0}")]
     SelfMissing(NodeId),
-    #[error("--initial-cluster URL {0:?} must start with http://")]
+    #[error("peer URL {0:?} must start with http:// (https:// with --peer-cert)")]
     BadUrl(String),
+    #[error("peer URL {url:?} must start with {scheme}:// {why}")]
+    WrongScheme {
+        url: String,
+        scheme: &'static str,
+        why: &'static str,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("--advertise-peer {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
     AdvertiseMismatch { advertise: String, listed: String },
     #[error("--cluster-token-file {path}: {source}")]
@@ -209,7 +250,7 @@ pub enum ConfigError {
     },
     #[error("cluster token: {0}")]
     BadToken(String),
-    #[error("peer traffic on {0} would be open to anyone who can reach it: set --cluster-token-file (or --cluster-token, QKV_CLUSTER_TOKEN), or listen on a loopback address")]
+    #[error("peer traffic on {0} would be open to anyone who can reach it: set --peer-cert/--peer-key/--peer-ca or --cluster-token-file (or --cluster-token, QKV_CLUSTER_TOKEN), or listen on a loopback address")]
     Unprotected(SocketAddr),
     #[error("{0}")]
     Invalid(String),
@@ -230,7 +271,7 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, Config
             .parse()
             .map_err(|_| ConfigError::BadMember(part.into()))?;
         let url = url.trim().trim_end_matches('/').to_string();
-        if !url.starts_with("http://") {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::BadUrl(url));
         }
         if members.insert(id, url).is_some() {
@@ -297,6 +338,29 @@ impl TryFrom<ServeArgs> for Config {
         if peer_listen == a.listen {
             return invalid("--peer-listen must differ from --listen");
         }
+        let peer_tls = match (&a.peer_cert, &a.peer_key, &a.peer_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let identity = Identity {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                Some(PeerTls::load(&identity, ca)?)
+            }
+            _ => None,
+        };
+        let client_tls = match (&a.cert, &a.key) {
+            (Some(cert), Some(key)) => {
+                let identity = Identity {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                Some(crate::tls::server_config(
+                    &identity,
+                    a.client_ca.as_deref(),
+                )?)
+            }
+            _ => None,
+        };
         let cluster_token = match (&a.cluster_token, &a.cluster_token_file) {
             (Some(t), _) => Some(ClusterToken::parse(t).map_err(ConfigError::BadToken)?),
             (None, Some(path)) => {
@@ -307,11 +371,25 @@ impl TryFrom<ServeArgs> for Config {
                     })?;
                 Some(ClusterToken::parse(&text).map_err(ConfigError::BadToken)?)
             }
-            (None, None) if !peer_listen.ip().is_loopback() => {
+            (None, None) if peer_tls.is_none() && !peer_listen.ip().is_loopback() => {
                 return Err(ConfigError::Unprotected(peer_listen))
             }
             (None, None) => None,
         };
+        let (peer_scheme, why) = match peer_tls {
+            Some(_) => ("https", "(peers use TLS: --peer-cert is set)"),
+            None => ("http", "(peers use plain HTTP: set --peer-cert for TLS)"),
+        };
+        let urls = initial_cluster.iter().flat_map(|m| m.values());
+        for url in urls.chain(a.advertise_peer.as_ref()) {
+            if !url.starts_with(&format!("{peer_scheme}://")) {
+                return Err(ConfigError::WrongScheme {
+                    url: url.clone(),
+                    scheme: peer_scheme,
+                    why,
+                });
+            }
+        }
         let listed = initial_cluster.as_ref().and_then(|m| m.get(&a.id));
         let advertise_peer = match (&a.advertise_peer, listed) {
             (Some(adv), Some(listed)) if adv.trim_end_matches('/') != listed => {
@@ -322,11 +400,16 @@ impl TryFrom<ServeArgs> for Config {
             }
             (Some(adv), _) => adv.trim_end_matches('/').to_string(),
             (None, Some(listed)) => listed.clone(),
-            (None, None) => format!("http://{peer_listen}"),
+            (None, None) => format!("{peer_scheme}://{peer_listen}"),
+        };
+        let client_scheme = if client_tls.is_some() {
+            "https"
+        } else {
+            "http"
         };
         let advertise_client = match &a.advertise_client {
             Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{}", a.listen),
+            None => format!("{client_scheme}://{}", a.listen),
         };
         Ok(Config {
             id: a.id,
@@ -353,6 +436,8 @@ impl TryFrom<ServeArgs> for Config {
             strong_reads: a.strong_reads,
             fast_failover: a.fast_failover,
             cluster_token,
+            client_tls,
+            peer_tls,
             max_connections: a.max_connections,
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),

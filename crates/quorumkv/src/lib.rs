@@ -7,7 +7,9 @@
 //! config.rs             flags + env -> validated Config
 //! error.rs              Error and its one mapping to HTTP
 //! node.rs               one node: open storage and Raft (Node), serve, shut down
-//! listener.rs           HTTP/1.1 with a connection limit, header-read timeout, drain
+//! listener.rs           HTTP/1.1 (TLS optional) with a connection limit, header-read timeout, drain
+//! tls.rs                rustls configs from PEM files: client listener, mutual TLS between peers
+//! certs.rs              `quorumkv certs`: a throwaway CA and node/client certificates (rcgen)
 //! bootstrap.rs          form a fresh cluster from --initial-cluster
 //! kv.rs                 Key, Versioned value, size limits
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
@@ -29,6 +31,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod certs;
 pub mod command;
 pub mod config;
 pub mod error;
@@ -39,6 +42,7 @@ pub mod peer;
 pub mod raft;
 pub mod sm;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use error::Error;

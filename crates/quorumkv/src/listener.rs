@@ -7,6 +7,9 @@
 //! - A client has `--header-read-timeout-ms` to send a request's headers
 //!   (each request's, on a kept-alive connection too), then the connection is
 //!   closed: one byte a second (slowloris) holds nothing for long.
+//! - With TLS, the handshake must also finish within the header-read
+//!   timeout; a failed one (a peer whose certificate the CA did not sign, a
+//!   client speaking plain HTTP) closes the connection and is logged.
 //! - Shutdown stops accepting, lets requests in flight finish, and waits at
 //!   most [`DRAIN`] for them.
 
@@ -21,16 +24,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// The bounds of one listener.
-#[derive(Debug, Clone, Copy)]
+/// The bounds of one listener, and its TLS.
+#[derive(Debug, Clone)]
 pub struct Bounds {
+    /// `client` or `peer`, for the logs.
+    pub name: &'static str,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
@@ -46,6 +53,9 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(bounds.header_read_timeout)
         .keep_alive(true);
+    let tls = bounds.tls.clone().map(TlsAcceptor::from);
+    let name = bounds.name;
+    let handshake_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut refused: u64 = 0;
     tokio::pin!(shutdown);
     loop {
@@ -69,7 +79,7 @@ pub async fn serve(
                     %remote,
                     refused,
                     limit = bounds.max_connections,
-                    "connection limit reached; closing new connections"
+                    "{name} listener: connection limit reached; closing new connections"
                 );
             }
             drop(stream);
@@ -81,10 +91,36 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(remote));
             router.clone().oneshot(req)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
+        let failures = handshake_failures.clone();
+        let timeout = bounds.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%remote, "connection: {e}");
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        handshake_failed(name, remote, &e.to_string(), &failures);
+                        Ok(())
+                    }
+                    Err(_) => {
+                        handshake_failed(name, remote, "handshake timed out", &failures);
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%remote, "{name} connection: {e}");
             }
             drop(slot);
         });
@@ -94,5 +130,19 @@ pub async fn serve(
         () = tokio::time::sleep(DRAIN) => {
             tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
         }
+    }
+}
+
+/// Logs a failed TLS handshake: the first one and every hundredth after, so
+/// a scanner cannot flood the log.
+fn handshake_failed(
+    name: &str,
+    remote: std::net::SocketAddr,
+    why: &str,
+    failures: &std::sync::atomic::AtomicU64,
+) {
+    let n = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n % 100 == 1 {
+        tracing::warn!(%remote, failures = n, "{name} listener: refused a TLS handshake: {why}");
     }
 }

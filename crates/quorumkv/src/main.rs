@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use quorumkv::certs::CertsArgs;
 use quorumkv::config::{Config, ServeArgs};
 
 /// glibc's malloc showed as the top user-space cost under write load.
@@ -26,7 +27,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Make a throwaway CA and certificates for a local or test cluster
+    /// (peer and client CAs, node-N and client certificates) in --out.
+    Certs(CertsArgs),
 }
 
 async fn shutdown_signal() {
@@ -58,10 +62,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Cmd::Serve(args) => {
-            let config = Config::try_from(args).context("bad flags")?;
+            let config = Config::try_from(*args).context("bad flags")?;
             quorumkv::node::run(config, shutdown_signal())
                 .await
                 .context("node failed")?;
+        }
+        Cmd::Certs(args) => {
+            quorumkv::certs::run(&args).context("certs")?;
+            println!("certificates written to {}", args.out.display());
         }
     }
     Ok(())

@@ -136,6 +136,7 @@ impl Node {
         let peers = PeerClient::new(
             (!peer_ip.is_unspecified()).then_some(peer_ip),
             config.cluster_token.as_ref(),
+            config.peer_tls.as_ref().map(|t| t.client.clone()),
         )?;
         let network = NetworkFactory {
             client: peers.clone(),
@@ -224,13 +225,17 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let bounds = listener::Bounds {
+    let bounds = |name, tls| listener::Bounds {
+        name,
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
+        tls,
     };
+    let client_bounds = bounds("client", config.client_tls.clone());
+    let peer_tls = config.peer_tls.as_ref().map(|t| t.server.clone());
     tokio::join!(
-        listener::serve(clients, app, bounds, stopped(stop_rx.clone())),
-        listener::serve(peers, peer_app, bounds, stopped(stop_rx)),
+        listener::serve(clients, app, client_bounds, stopped(stop_rx.clone())),
+        listener::serve(peers, peer_app, bounds("peer", peer_tls), stopped(stop_rx)),
     );
     let fatal = core_failure(&raft);
     tracing::info!("shutting down raft");

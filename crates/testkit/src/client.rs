@@ -214,10 +214,33 @@ pub struct Client {
     base: String,
 }
 
+/// What a TLS client trusts and presents: PEM bytes.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA that signed the server's certificate.
+    pub ca_pem: Vec<u8>,
+    /// The client's certificate followed by its private key.
+    pub identity_pem: Vec<u8>,
+}
+
 impl Client {
     /// A `reqwest::Client` suited to the kit: no proxy, this request timeout.
     pub fn http(timeout: Duration) -> Result<reqwest::Client, Error> {
-        Ok(reqwest::Client::builder()
+        Self::http_tls(timeout, None)
+    }
+
+    /// [`Client::http`] that trusts only `tls`'s CA and presents its
+    /// client certificate, when given.
+    pub fn http_tls(timeout: Duration, tls: Option<&ClientTls>) -> Result<reqwest::Client, Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            let ca = reqwest::Certificate::from_pem(&tls.ca_pem)?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .identity(reqwest::Identity::from_pem(&tls.identity_pem)?);
+        }
+        Ok(builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .no_proxy()

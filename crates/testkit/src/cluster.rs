@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
+use crate::client::{Client, ClientTls};
 use crate::process::{child_named, free_port, kill_child, make_dir, signal};
 use crate::{Error, NodeId};
 
@@ -51,6 +51,10 @@ pub struct Options {
     /// are known by their own peer URL. Only peers use these:
     /// [`LocalCluster::url`] and its clients go direct to the client listener.
     pub advertise: Vec<String>,
+    /// TLS everywhere: a throwaway CA from `quorumkv certs` in `<dir>/tls`,
+    /// mutual TLS between peers, HTTPS with client certificates for clients
+    /// (the cluster's own clients present `client.crt`).
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             listen_ips: Vec::new(),
             advertise: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct LocalCluster {
     /// The cluster token every node requires of peer requests (a fresh random
     /// one per cluster, passed as `QKV_CLUSTER_TOKEN`).
     token: String,
+    /// With [`Options::tls`]: what the cluster's clients trust and present.
+    tls: Option<ClientTls>,
     http: reqwest::Client,
 }
 
@@ -159,12 +166,18 @@ impl LocalCluster {
 
     /// Picks ports, makes the directory and spawns every node.
     fn launch(bin: PathBuf, n: usize, opts: Options) -> Result<Self, Error> {
+        let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = make_dir(&parent, &opts.dir_prefix)?;
+        let tls = match opts.tls {
+            true => Some(make_certs(&bin, &dir, n, &opts).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?),
+            false => None,
+        };
         let ports = (0..n)
             .map(|_| Ok::<_, Error>((free_port()?, free_port()?)))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = Client::http(opts.request_timeout)?;
-        let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let dir = make_dir(&parent, &opts.dir_prefix)?;
+        let http = Client::http_tls(opts.request_timeout, tls.as_ref())?;
         let nodes: Vec<Node> = (1..=n as NodeId)
             .zip(ports)
             .map(|(id, (port, peer_port))| Node {
@@ -181,7 +194,12 @@ impl LocalCluster {
             .iter()
             .map(|n| match opts.advertise.get(n.id as usize - 1) {
                 Some(url) => format!("{}={url}", n.id),
-                None => format!("{}=http://{}", n.id, SocketAddr::new(n.ip, n.peer_port)),
+                None => format!(
+                    "{}={}://{}",
+                    n.id,
+                    scheme(&opts),
+                    SocketAddr::new(n.ip, n.peer_port)
+                ),
             })
             .collect::<Vec<_>>()
             .join(",");
@@ -197,6 +215,7 @@ impl LocalCluster {
             opts,
             initial_cluster,
             token,
+            tls,
             http,
         };
         for id in cluster.ids() {
@@ -272,15 +291,25 @@ impl LocalCluster {
         Ok(SocketAddr::new(node.ip, node.peer_port))
     }
 
-    /// `http://<peer addr>` of a node: its own peer listener, not a proxy.
+    /// `http(s)://<peer addr>` of a node: its own peer listener, not a proxy.
     pub fn peer_url(&self, id: NodeId) -> Result<String, Error> {
-        Ok(format!("http://{}", self.peer_addr(id)?))
+        Ok(format!("{}://{}", scheme(&self.opts), self.peer_addr(id)?))
+    }
+
+    /// With [`Options::tls`]: the CA and client certificate the cluster's
+    /// clients use (files in `<dir>/tls`, see `quorumkv certs`).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
     }
 
     /// `http://<listen ip>:<port>` of a node (`127.0.0.1` unless
     /// [`Options::listen_ips`] says otherwise): clients reach it directly.
     pub fn url(&self, id: NodeId) -> Result<String, Error> {
-        Ok(format!("http://{}", self.listen_addr(id)?))
+        Ok(format!(
+            "{}://{}",
+            scheme(&self.opts),
+            self.listen_addr(id)?
+        ))
     }
 
     /// A client for node `id`; all of the cluster's clients share one pool.
@@ -495,6 +524,7 @@ impl LocalCluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &self.initial_cluster])
+            .args(self.tls_args(id))
             .args(&self.opts.extra_args)
             .env("QKV_CLUSTER_TOKEN", &self.token)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
@@ -508,6 +538,71 @@ impl LocalCluster {
         *proc = Proc::Running(child);
         Ok(())
     }
+}
+
+impl LocalCluster {
+    /// The TLS flags of node `id` with [`Options::tls`], none without.
+    fn tls_args(&self, id: NodeId) -> Vec<String> {
+        if self.tls.is_none() {
+            return Vec::new();
+        }
+        let file = |name: String| self.dir.join("tls").join(name).display().to_string();
+        let flags = [
+            ("--cert", format!("node-{id}.crt")),
+            ("--key", format!("node-{id}.key")),
+            ("--client-ca", "ca.crt".into()),
+            ("--peer-cert", format!("node-{id}-peer.crt")),
+            ("--peer-key", format!("node-{id}-peer.key")),
+            ("--peer-ca", "peer-ca.crt".into()),
+        ];
+        flags
+            .into_iter()
+            .flat_map(|(flag, name)| [flag.to_owned(), file(name)])
+            .collect()
+    }
+}
+
+fn scheme(opts: &Options) -> &'static str {
+    if opts.tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Runs `quorumkv certs` into `<dir>/tls` for `n` nodes on their listen IPs,
+/// and reads back what the cluster's clients need.
+fn make_certs(bin: &Path, dir: &Path, n: usize, opts: &Options) -> Result<ClientTls, Error> {
+    let out = dir.join("tls");
+    let mut hosts: Vec<String> = (1..=n as NodeId)
+        .map(|id| listen_ip(opts, id).to_string())
+        .collect();
+    hosts.push("localhost".into());
+    hosts.dedup();
+    let status = Command::new(bin)
+        .arg("certs")
+        .arg("--out")
+        .arg(&out)
+        .args(["--nodes", &n.to_string(), "--hosts", &hosts.join(",")])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(Error::io(format!("run {} certs", bin.display())))?;
+    if !status.success() {
+        return Err(Error::Io {
+            what: format!("{} certs: {status}", bin.display()),
+            source: std::io::Error::other("certificate generation failed"),
+        });
+    }
+    let read = |name: &str| {
+        let path = out.join(name);
+        std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))
+    };
+    let mut identity_pem = read("client.crt")?;
+    identity_pem.extend(read("client.key")?);
+    Ok(ClientTls {
+        ca_pem: read("ca.crt")?,
+        identity_pem,
+    })
 }
 
 impl Drop for LocalCluster {

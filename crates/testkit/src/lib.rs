@@ -39,7 +39,7 @@ pub mod wire;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::{Client, Opts, Precondition, Response};
+pub use client::{Client, ClientTls, Opts, Precondition, Response};
 pub use cluster::{LocalCluster, Options};
 pub use quorumkv_proto::ConsistencyLevel;
 pub use wire::{ApiError, ClusterInfo, Compare, Op, OpResult, Test, Txn, TxnAck, WriteAck};

@@ -34,12 +34,18 @@ pub struct PeerClient {
 impl PeerClient {
     /// `source`: the address peer connections leave from (the node's listen
     /// IP), so that whoever sits between two nodes can tell them apart.
-    /// `token`: the cluster token every peer route requires.
+    /// `token`: the cluster token every peer route requires. `tls`: the
+    /// mutual-TLS config peers are called with (https:// peer URLs).
     pub fn new(
         source: Option<std::net::IpAddr>,
         token: Option<&ClusterToken>,
+        tls: Option<rustls::ClientConfig>,
     ) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder
             .local_address(source)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)

@@ -65,7 +65,16 @@ impl Cluster {
         };
         let bin = env!("CARGO_BIN_EXE_quorumkv");
         let inner = ok("start cluster", LocalCluster::start(bin, n, opts).await);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = inner.client_tls() {
+            let ca = reqwest::Certificate::from_pem(&tls.ca_pem).expect("CA");
+            let identity = reqwest::Identity::from_pem(&tls.identity_pem).expect("identity");
+            http = http
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .identity(identity);
+        }
+        let http = http
             .timeout(secs(10))
             .no_proxy()
             .pool_max_idle_per_host(0)

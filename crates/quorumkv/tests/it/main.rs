@@ -13,5 +13,6 @@ mod idempotency;
 mod kv;
 mod money;
 mod slow_clients;
+mod tls;
 mod torture;
 mod txn;
