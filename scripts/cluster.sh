@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a local three-node quorumkv cluster on 127.0.0.1 (see README.md).
 #
-# Usage: scripts/cluster.sh up | down [--wipe] | status
+# Usage: scripts/cluster.sh up [--secure] | down [--wipe] | status
 #                           | kill ID | start ID | pause ID | resume ID | logs ID
 #
 # Environment:
@@ -30,8 +30,11 @@ usage() {
 usage: $PROG <command>
 
 commands:
-  up            build (release), start nodes 1-3, wait for a leader, print examples
-  down [--wipe] stop all nodes (data kept; --wipe also deletes data, logs, pid files, token)
+  up [--secure] build (release), start nodes 1-3, wait for a leader, print examples;
+                --secure: TLS (a throwaway CA in DIR/tls, mutual TLS between peers)
+                and client tokens (DIR/auth.toml, admin token in DIR/admin-token)
+  down [--wipe] stop all nodes (data kept; --wipe also deletes data, logs, pid files,
+                token, certificates)
   status        process state and /v1/cluster summary of each node
   kill ID       kill -9 node ID
   start ID      start node ID again with the arguments it was launched with
@@ -90,10 +93,18 @@ log_file() { printf '%s/node%s.log\n' "$DIR" "$1"; }
 args_file() { printf '%s/node%s.args\n' "$DIR" "$1"; }
 data_dir() { printf '%s/node%s\n' "$DIR" "$1"; }
 
+# A secure cluster (`up --secure`) has its CA in DIR/tls: HTTPS for clients,
+# mutual TLS for peers, and client tokens from DIR/auth.toml.
+tls_dir() { printf '%s/tls\n' "$DIR"; }
+is_secure() { [[ -f "$(tls_dir)/ca.crt" ]]; }
+scheme() { if is_secure; then printf 'https'; else printf 'http'; fi; }
+auth_file() { printf '%s/auth.toml\n' "$DIR"; }
+admin_token_file() { printf '%s/admin-token\n' "$DIR"; }
+
 # Client URL for node $1 from the environment/defaults (what `up` would use now).
-env_url() { printf 'http://%s:%s\n' "$HOST" "$((BASE_PORT + $1 - 1))"; }
+env_url() { printf '%s://%s:%s\n' "$(scheme)" "$HOST" "$((BASE_PORT + $1 - 1))"; }
 # Peer URL (its /raft/* listener) for node $1: the client port + 1000.
-env_peer_url() { printf 'http://%s:%s\n' "$HOST" "$((BASE_PORT + $1 - 1 + 1000))"; }
+env_peer_url() { printf '%s://%s:%s\n' "$(scheme)" "$HOST" "$((BASE_PORT + $1 - 1 + 1000))"; }
 
 # URL node $1 was launched with (recorded by `up`/`start`), else from the environment.
 node_url() {
@@ -183,9 +194,19 @@ is_paused() { [[ "$(proc_state "$1")" == T || "$(proc_state "$1")" == t ]]; }
 
 # ---------------------------------------------------------------- HTTP helpers
 
+# curl's options for this cluster: the CA and the admin token when secure.
+curl_opts() {
+    if is_secure; then
+        printf '%s\0' --cacert "$(tls_dir)/ca.crt" \
+            -H "Authorization: Bearer $(cat "$(admin_token_file)")"
+    fi
+}
+
 # GET $1 with a short timeout; prints the body, fails when unreachable / non-2xx.
 http_get() {
-    curl -fsS --connect-timeout 1 --max-time "${2:-2}" "$1" 2>/dev/null
+    local -a opts
+    mapfile -d '' -t opts < <(curl_opts)
+    curl -fsS "${opts[@]}" --connect-timeout 1 --max-time "${2:-2}" "$1" 2>/dev/null
 }
 
 # Extract a scalar JSON field ("name":value) from a flat-ish JSON document.
@@ -259,6 +280,31 @@ ensure_token() {
     info "cluster token: $file"
 }
 
+# `up --secure`: a throwaway CA and certificates (quorumkv certs) and an
+# auth file with one admin token, made once per cluster directory.
+ensure_secure() {
+    mkdir -p "$DIR"
+    if ! is_secure; then
+        if compgen -G "$DIR/node*/*" >/dev/null; then
+            die "the cluster in $DIR has data from a plain (non-TLS) start; run '$PROG down --wipe' first"
+        fi
+        "$BIN" certs --out "$(tls_dir)" --nodes "${#NODES[@]}" --hosts "$HOST,localhost" >/dev/null ||
+            die "quorumkv certs failed"
+        info "certificates: $(tls_dir) (clients trust ca.crt)"
+    fi
+    local token_path
+    token_path="$(admin_token_file)"
+    if [[ ! -s "$token_path" ]]; then
+        (umask 077 && od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$token_path") ||
+            die "cannot write $token_path"
+    fi
+    if [[ ! -s "$(auth_file)" ]]; then
+        (umask 077 && printf '[[token]]\nname = "admin"\nsecret = "%s"\nrole = "admin"\n' \
+            "$(cat "$token_path")" >"$(auth_file)") || die "cannot write $(auth_file)"
+        info "client tokens: $(auth_file) (admin token in $token_path)"
+    fi
+}
+
 serve_args() {
     local id="$1" url peer
     url="$(env_url "$id")"
@@ -267,8 +313,16 @@ serve_args() {
     if [[ -n "${QKV_NODE_ARGS:-}" ]]; then
         read -r -a extra <<<"$QKV_NODE_ARGS"
     fi
-    printf '%s\0' serve --id "$id" --listen "${url#http://}" --advertise-client "$url" \
-        --peer-listen "${peer#http://}" \
+    local -a secure=()
+    if is_secure; then
+        local t
+        t="$(tls_dir)"
+        secure=(--cert "$t/node-$id.crt" --key "$t/node-$id.key"
+            --peer-cert "$t/node-$id-peer.crt" --peer-key "$t/node-$id-peer.key"
+            --peer-ca "$t/peer-ca.crt" --auth-file "$(auth_file)")
+    fi
+    printf '%s\0' serve --id "$id" --listen "${url#*://}" --advertise-client "$url" \
+        --peer-listen "${peer#*://}" "${secure[@]}" \
         --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" \
         --cluster-token-file "$(token_file)" "${extra[@]}"
 }
@@ -328,39 +382,61 @@ print_examples() {
         fi
     done
     furl="$(node_url "${follower:-$leader}")"
+    local curl="curl"
+    if is_secure; then
+        curl="curl --cacert $(tls_dir)/ca.crt -H \"Authorization: Bearer \$QKV_TOKEN\""
+        cat <<EOF
+
+Secure cluster: HTTPS with a throwaway CA, mutual TLS between peers, client tokens.
+  export QKV_TOKEN=\$(cat $(admin_token_file))
+  # more tokens (roles read/write/admin, key prefixes): edit $(auth_file), then
+  # kill -HUP the nodes; the README's Security section shows the format.
+EOF
+    fi
     cat <<EOF
 
 Examples (writes go to the leader; any node accepts them and forwards):
 
   # strong PUT (default consistency): 200 {"index":N,"consistency":"strong"} after quorum commit
-  curl -sS -X PUT -H 'X-Consistency: strong' --data-binary 'world' $lurl/v1/kv/hello
+  $curl -sS -X PUT -H 'X-Consistency: strong' --data-binary 'world' $lurl/v1/kv/hello
 
   # strong GET on a follower (read index from the leader; see X-Raft-Index, X-Served-By)
-  curl -sS -i $furl/v1/kv/hello
+  $curl -sS -i $furl/v1/kv/hello
 
   # eventual PUT: 202 {"index":N,"consistency":"eventual"} once the leader accepted it
-  IDX=\$(curl -sS -X PUT -H 'X-Consistency: eventual' --data-binary 'world2' $lurl/v1/kv/hello | sed -E 's/.*"index":([0-9]+).*/\\1/'); echo "\$IDX"
+  IDX=\$($curl -sS -X PUT -H 'X-Consistency: eventual' --data-binary 'world2' $lurl/v1/kv/hello | sed -E 's/.*"index":([0-9]+).*/\\1/'); echo "\$IDX"
 
   # eventual GET on a follower: wait until applied >= \$IDX, 503 if leader contact older than 2s
-  curl -sS -i -H 'X-Consistency: eventual' -H "X-Min-Index: \$IDX" -H 'X-Max-Staleness: 2s' $furl/v1/kv/hello
+  $curl -sS -i -H 'X-Consistency: eventual' -H "X-Min-Index: \$IDX" -H 'X-Max-Staleness: 2s' $furl/v1/kv/hello
 
   # all PUT: 200 once every voter applied it (504 not_fully_replicated otherwise)
-  curl -sS -X PUT -H 'X-Consistency: all' --data-binary 'everywhere' $lurl/v1/kv/hello/all
+  $curl -sS -X PUT -H 'X-Consistency: all' --data-binary 'everywhere' $lurl/v1/kv/hello/all
 
   # prefix list
-  curl -sS '$lurl/v1/kv?prefix=hello&limit=10'
+  $curl -sS '$lurl/v1/kv?prefix=hello&limit=10'
 
   # cluster state
-  curl -sS $lurl/v1/cluster
+  $curl -sS $lurl/v1/cluster
 EOF
 }
 
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
+    local secure=0
+    case "${1:-}" in
+    "") ;;
+    --secure) secure=1 ;;
+    *) usage ;;
+    esac
     ensure_built
     mkdir -p "$DIR"
     ensure_token
+    if ((secure)); then
+        ensure_secure
+    elif is_secure; then
+        info "this cluster directory is secure (TLS, tokens): starting it so"
+    fi
     local n pid started=0
     for n in "${NODES[@]}"; do
         if pid="$(live_pid "$n")"; then
@@ -460,7 +536,8 @@ cmd_down() {
             rm -rf "$(data_dir "$n")"
             rm -f "$(log_file "$n")" "$(args_file "$n")"
         done
-        rm -f "$(token_file)"
+        rm -f "$(token_file)" "$(auth_file)" "$(admin_token_file)"
+        rm -rf "$(tls_dir)"
         rmdir "$DIR" 2>/dev/null || true
         info "cluster down; data, logs and pid files in $DIR removed"
     else
@@ -562,7 +639,12 @@ cmd_logs() {
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-    up | status)
+    up)
+        shift
+        [[ $# -le 1 ]] || usage
+        cmd_up "$@"
+        ;;
+    status)
         [[ $# -eq 1 ]] || usage
         "cmd_$cmd"
         ;;

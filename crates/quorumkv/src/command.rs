@@ -115,7 +115,32 @@ impl Request {
     }
 }
 
+/// How a command touches a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 impl Command {
+    /// Every key the command may touch and how: a transaction's compares and
+    /// gets read, its puts and deletes write (in either branch).
+    pub fn touches(&self) -> Box<dyn Iterator<Item = (&Key, Access)> + '_> {
+        match self {
+            Command::Put { key, .. } | Command::Delete { key, .. } => {
+                Box::new(std::iter::once((key, Access::Write)))
+            }
+            Command::Txn(t) => {
+                let compares = t.compares.iter().map(|c| (&c.key, Access::Read));
+                let ops = t.success.iter().chain(&t.failure).map(|op| match op {
+                    TxnOp::Put { key, .. } | TxnOp::Delete { key } => (key, Access::Write),
+                    TxnOp::Get { key } => (key, Access::Read),
+                });
+                Box::new(compares.chain(ops))
+            }
+        }
+    }
+
     /// A stable 64-bit fingerprint (FNV-1a of the encoding) for idempotency checks.
     pub fn fingerprint(&self) -> u64 {
         let bytes = bincode::serialize(self).unwrap_or_default();

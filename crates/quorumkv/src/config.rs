@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::api::auth::{Auth, AuthError};
 use crate::peer::auth::ClusterToken;
 use crate::raft::NodeId;
 use crate::sm::idempotency::Policy;
@@ -66,6 +67,11 @@ pub struct ServeArgs {
     /// A file holding the cluster token (surrounding white space ignored).
     #[arg(long, env = "QKV_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
+
+    /// Client tokens with roles and key prefixes (TOML; see README,
+    /// Security). Reloaded on SIGHUP. Without it any client may do anything.
+    #[arg(long, env = "QKV_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
 
     /// PEM certificate (chain) of the client listener: clients then speak
     /// HTTPS. Needs --key.
@@ -205,6 +211,8 @@ pub struct Config {
     pub fast_failover: bool,
     /// Required of peer requests; `None` only on a loopback address or with peer TLS.
     pub cluster_token: Option<ClusterToken>,
+    /// Client tokens (`Auth::off()` without --auth-file).
+    pub auth: Auth,
     /// TLS on the client listener.
     pub client_tls: Option<Arc<rustls::ServerConfig>>,
     /// Mutual TLS between peers.
@@ -241,6 +249,8 @@ pub enum ConfigError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("--advertise-peer {advertise:?} differs from this node's --initial-cluster entry {listed:?}: peers reach it by the listed URL")]
     AdvertiseMismatch { advertise: String, listed: String },
     #[error("--cluster-token-file {path}: {source}")]
@@ -436,6 +446,10 @@ impl TryFrom<ServeArgs> for Config {
             strong_reads: a.strong_reads,
             fast_failover: a.fast_failover,
             cluster_token,
+            auth: match &a.auth_file {
+                Some(path) => Auth::load(path)?,
+                None => Auth::off(),
+            },
             client_tls,
             peer_tls,
             max_connections: a.max_connections,

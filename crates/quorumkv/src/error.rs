@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,14 @@ pub enum Error {
     KeyNotFound(String),
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("the answer would exceed --max-response-bytes ({limit}): {what}")]
+    ResponseTooLarge { what: String, limit: usize },
+    #[error("node overloaded: {0}; retry shortly")]
+    Overloaded(String),
+    #[error("quota exceeded: {0}; deletes and reads still work")]
+    QuotaExceeded(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method {0} not allowed here")]
@@ -115,6 +124,8 @@ impl Error {
             | InvalidQuery(_)
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -122,8 +133,10 @@ impl Error {
             KeyTooLarge { .. }
             | ValueTooLarge { .. }
             | BodyTooLarge { .. }
+            | ResponseTooLarge { .. }
             | TxnTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            NoLeader(_)
+            Overloaded(_)
+            | NoLeader(_)
             | NoQuorum(_)
             | StaleReplica { .. }
             | ForwardFailed(_)
@@ -149,6 +162,10 @@ impl Error {
             KeyNotFound(_) => "key_not_found",
             RouteNotFound(_) => "not_found",
             Unauthorized(_) => "unauthorized",
+            Forbidden(_) => "forbidden",
+            ResponseTooLarge { .. } => "response_too_large",
+            Overloaded(_) => "overloaded",
+            QuotaExceeded(_) => "quota_exceeded",
             MethodNotAllowed(_) => "method_not_allowed",
             PreconditionFailed { .. } => "precondition_failed",
             IdempotencyKeyReused(_) => "idempotency_key_reused",
@@ -246,7 +263,18 @@ impl IntoResponse for Error {
             Some(index) => Head::new().raft_index(index).replayed(replayed),
             None => Head::new(),
         };
-        (self.status(), head.into_map(), Json(body)).into_response()
+        let mut head = head.into_map();
+        match self.code() {
+            // When to come back: a queue drains, an election ends, within a second.
+            "overloaded" | "no_leader" | "shutting_down" => {
+                head.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            "unauthorized" => {
+                head.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        (self.status(), head, Json(body)).into_response()
     }
 }
 

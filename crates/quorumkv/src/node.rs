@@ -209,6 +209,7 @@ pub async fn run(
     );
 
     initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
+    tokio::spawn(reload_auth_on_sighup(config.auth.clone()));
 
     // A Raft core that stopped on its own (a storage error, a bug) leaves a
     // node that can serve nothing: exit non-zero so a supervisor restarts it
@@ -245,6 +246,29 @@ pub async fn run(
     match fatal {
         Some(e) => Err(NodeError::Raft(format!("raft core stopped: {e}"))),
         None => Ok(()),
+    }
+}
+
+/// `kill -HUP`: reads `--auth-file` again. A bad file is logged and the
+/// tokens in use stay. (Without the file, SIGHUP is logged and ignored.)
+async fn reload_auth_on_sighup(auth: crate::api::auth::Auth) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler, --auth-file will not be reloaded: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        if !auth.is_on() {
+            tracing::info!("SIGHUP: no --auth-file to reload");
+            continue;
+        }
+        match auth.reload() {
+            Ok(n) => tracing::info!(tokens = n, "SIGHUP: reloaded the auth file"),
+            Err(e) => tracing::error!("SIGHUP: {e}; the tokens in use stay"),
+        }
     }
 }
 

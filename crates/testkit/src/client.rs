@@ -212,6 +212,8 @@ pub fn encode_key(key: &str) -> String {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 /// What a TLS client trusts and presents: PEM bytes.
@@ -257,7 +259,17 @@ impl Client {
 
     pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Client {
         let base = base.into().trim_end_matches('/').to_string();
-        Client { http, base }
+        Client {
+            http,
+            base,
+            token: None,
+        }
+    }
+
+    /// This client with a bearer token on every request (`--auth-file`).
+    pub fn with_token(mut self, token: Option<&str>) -> Client {
+        self.token = token.map(str::to_owned);
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -273,6 +285,9 @@ impl Client {
         body: impl Into<Bytes>,
     ) -> Result<Response, Error> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(c) = opts.consistency {
             req = req.header("x-consistency", c.as_str());
         }

@@ -55,6 +55,11 @@ pub struct Options {
     /// mutual TLS between peers, HTTPS with client certificates for clients
     /// (the cluster's own clients present `client.crt`).
     pub tls: bool,
+    /// The text of an `--auth-file` (written to `<dir>/auth.toml`) every
+    /// node is started with.
+    pub auth_file: Option<String>,
+    /// The bearer token of the cluster's own clients ([`LocalCluster::client`]).
+    pub client_token: Option<String>,
 }
 
 impl Default for Options {
@@ -70,6 +75,8 @@ impl Default for Options {
             listen_ips: Vec::new(),
             advertise: Vec::new(),
             tls: false,
+            auth_file: None,
+            client_token: None,
         }
     }
 }
@@ -174,6 +181,10 @@ impl LocalCluster {
             })?),
             false => None,
         };
+        if let Some(text) = &opts.auth_file {
+            let path = dir.join("auth.toml");
+            std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))?;
+        }
         let ports = (0..n)
             .map(|_| Ok::<_, Error>((free_port()?, free_port()?)))
             .collect::<Result<Vec<_>, _>>()?;
@@ -314,7 +325,8 @@ impl LocalCluster {
 
     /// A client for node `id`; all of the cluster's clients share one pool.
     pub fn client(&self, id: NodeId) -> Result<Client, Error> {
-        Ok(Client::with_http(self.http.clone(), self.url(id)?))
+        let client = Client::with_http(self.http.clone(), self.url(id)?);
+        Ok(client.with_token(self.opts.client_token.as_deref()))
     }
 
     /// The `reqwest::Client` behind [`LocalCluster::client`].
@@ -524,7 +536,7 @@ impl LocalCluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--initial-cluster", &self.initial_cluster])
-            .args(self.tls_args(id))
+            .args(self.security_args(id))
             .args(&self.opts.extra_args)
             .env("QKV_CLUSTER_TOKEN", &self.token)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
@@ -541,10 +553,26 @@ impl LocalCluster {
 }
 
 impl LocalCluster {
-    /// The TLS flags of node `id` with [`Options::tls`], none without.
-    fn tls_args(&self, id: NodeId) -> Vec<String> {
+    /// [`Options::client_token`]: what the cluster's own clients present.
+    pub fn client_token(&self) -> Option<&str> {
+        self.opts.client_token.as_deref()
+    }
+
+    /// Where [`Options::auth_file`] was written.
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.join("auth.toml")
+    }
+
+    /// The TLS and auth flags of node `id`, from [`Options::tls`] and
+    /// [`Options::auth_file`].
+    fn security_args(&self, id: NodeId) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.opts.auth_file.is_some() {
+            args.push("--auth-file".to_owned());
+            args.push(self.auth_file().display().to_string());
+        }
         if self.tls.is_none() {
-            return Vec::new();
+            return args;
         }
         let file = |name: String| self.dir.join("tls").join(name).display().to_string();
         let flags = [
@@ -555,10 +583,12 @@ impl LocalCluster {
             ("--peer-key", format!("node-{id}-peer.key")),
             ("--peer-ca", "peer-ca.crt".into()),
         ];
-        flags
-            .into_iter()
-            .flat_map(|(flag, name)| [flag.to_owned(), file(name)])
-            .collect()
+        args.extend(
+            flags
+                .into_iter()
+                .flat_map(|(flag, name)| [flag.to_owned(), file(name)]),
+        );
+        args
     }
 }
 

@@ -1,10 +1,11 @@
 //! `/v1/cluster`, `/health` and `/ready`: what this node knows of the cluster.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::api::auth::{Caller, Role};
 use crate::api::AppState;
 use crate::error::Error;
 use crate::raft::NodeId;
@@ -50,7 +51,11 @@ struct ClusterBody {
     replication: Vec<Replication>,
 }
 
-async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterBody>, Error> {
+async fn cluster(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ClusterBody>, Error> {
+    caller.require(Role::Read)?;
     let store = &state.store;
     let committed_index = store.committed_index().await?;
     let m = store.metrics();

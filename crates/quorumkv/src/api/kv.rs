@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,11 +11,12 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::api::auth::Caller;
 use crate::api::headers::{
     content_length, idempotency_key, precondition, read_level, write_level, Head,
 };
 use crate::api::AppState;
-use crate::command::{Command, CommandResult};
+use crate::command::{Access, Command, CommandResult};
 use crate::error::Error;
 use crate::kv::{check_value, Key};
 use crate::store::{ConsistencyLevel, Write, WriteOutcome};
@@ -44,10 +45,12 @@ async fn empty_key() -> Error {
 
 async fn get_key(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
+    caller.may(Access::Read, key.as_str())?;
     let level = read_level(&headers)?;
     let (meta, value) = state.store.get(key.as_str(), level).await?;
     let head = Head::read(&meta, level);
@@ -105,19 +108,22 @@ pub fn check_outcome(outcome: &WriteOutcome, idempotency_key: Option<&str>) -> R
     }
 }
 
-/// Runs a write from an HTTP request: level and idempotency from its headers.
+/// Runs a write from an HTTP request: level and idempotency from its
+/// headers, every key it touches checked against the caller's rights first.
 pub async fn run_write(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     command: Command,
 ) -> Result<(ConsistencyLevel, WriteOutcome), Error> {
+    caller.may_run(&command)?;
     let level = write_level(headers)?;
+    let key = idempotency_key(headers)?;
     let write = Write {
         command,
         level,
-        idempotency_key: idempotency_key(headers)?,
+        idempotency_key: key.clone().map(|k| caller.scope_idempotency_key(k)),
     };
-    let key = write.idempotency_key.clone();
     let outcome = state.store.write(write).await?;
     check_outcome(&outcome, key.as_deref())?;
     Ok((level, outcome))
@@ -139,6 +145,7 @@ fn write_response(state: &AppState, level: ConsistencyLevel, outcome: WriteOutco
 
 async fn put_key(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -153,12 +160,13 @@ async fn put_key(
         value: value.to_vec(),
         precondition: precondition(&headers)?,
     };
-    let (level, outcome) = run_write(&state, &headers, command).await?;
+    let (level, outcome) = run_write(&state, &caller, &headers, command).await?;
     Ok(write_response(&state, level, outcome))
 }
 
 async fn delete_key(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
@@ -167,7 +175,7 @@ async fn delete_key(
         key,
         precondition: precondition(&headers)?,
     };
-    let (level, outcome) = run_write(&state, &headers, command).await?;
+    let (level, outcome) = run_write(&state, &caller, &headers, command).await?;
     Ok(write_response(&state, level, outcome))
 }
 
@@ -193,10 +201,12 @@ struct ListBody {
 
 async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    caller.may_scan(&q.prefix)?;
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIST_LIMIT,
         Some(s) => match s.parse::<usize>() {

@@ -2,6 +2,7 @@
 //! `/raft/*`, are served on their own listener: `peer::router`). Unknown
 //! routes and methods answer JSON errors too.
 
+pub mod auth;
 pub mod cluster;
 pub mod headers;
 pub mod kv;
@@ -32,7 +33,11 @@ pub fn router(state: AppState) -> Router {
         .merge(txn::router())
         .merge(cluster::router())
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state);
+        .with_state(state.clone());
+    let client = client.layer(axum::middleware::from_fn_with_state(
+        state.store.config.auth.clone(),
+        auth::authenticate,
+    ));
     with_json_fallbacks(client).layer(map_response(move |mut resp: Response| async move {
         // Errors too say which node answered.
         headers::add_served_by(resp.headers_mut(), id);

@@ -10,7 +10,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::api::auth::Caller;
 use crate::api::headers::content_length;
 use crate::api::kv::{run_write, write_head};
 use crate::api::AppState;
@@ -258,6 +259,7 @@ struct TxnBody {
 
 async fn txn(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
@@ -271,7 +273,7 @@ async fn txn(
         )
     })?;
     let txn = parse_txn(&body, &limits)?;
-    let (level, outcome) = run_write(&state, &headers, Command::Txn(txn)).await?;
+    let (level, outcome) = run_write(&state, &caller, &headers, Command::Txn(txn)).await?;
     let (status, head) = write_head(&state, level, &outcome);
     let (succeeded, results) = match outcome.result {
         Some(CommandResult::Txn { succeeded, results }) => (

@@ -84,7 +84,8 @@ impl fmt::Debug for Resp {
 }
 
 impl Cluster {
-    /// One request to node `id`; `path` starts with `/`.
+    /// One request to node `id`; `path` starts with `/`. The cluster's client
+    /// token goes with it unless `headers` has an `authorization` of its own.
     pub async fn send(
         &self,
         id: NodeId,
@@ -94,6 +95,12 @@ impl Cluster {
         body: Vec<u8>,
     ) -> reqwest::Result<Resp> {
         let mut req = self.http.request(method, format!("{}{path}", self.url(id)));
+        let own = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        if let (Some(token), false) = (self.kit().client_token(), own) {
+            req = req.bearer_auth(token);
+        }
         for (name, value) in headers {
             req = req.header(*name, *value);
         }

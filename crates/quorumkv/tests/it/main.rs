@@ -2,6 +2,7 @@
 //! one cluster per test (see `harness`).
 
 mod attack;
+mod auth;
 mod bad_txn;
 mod conditional;
 mod consistency;
