@@ -172,6 +172,11 @@ pub struct Txn {
     pub compares: Vec<Compare>,
     pub success: Vec<TxnOp>,
     pub failure: Vec<TxnOp>,
+    /// Bound on the gets' answer ([`crate::kv::answer_bytes`]), set by the
+    /// node that took the request (its `--max-response-bytes`) and carried
+    /// in the entry, so every replica decides the same: past it the
+    /// transaction applies nothing ([`CommandResult::TooLarge`]). `None`: no bound.
+    pub max_get_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +255,12 @@ pub enum CommandResult {
     },
     /// The idempotency key was used before for a different request.
     IdempotencyConflict,
+    /// A transaction whose gets would answer more than its `max_get_bytes`:
+    /// nothing was applied.
+    TooLarge {
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -164,6 +164,13 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_ALL_WAIT_MS", default_value_t = 5000)]
     pub all_wait_ms: u64,
 
+    /// Largest answer of a scan or of a transaction's gets, in bytes: a scan
+    /// stops there (more: true, next: the key to continue from); a
+    /// transaction whose gets would pass it applies nothing (413). At least
+    /// twice --max-value-bytes, so one pair always fits.
+    #[arg(long, env = "QKV_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+
     /// Most compares plus operations in one transaction.
     #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -229,6 +236,7 @@ pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_txn_ops: usize,
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,6 +326,11 @@ impl TryFrom<ServeArgs> for Config {
         }
         if a.max_key_bytes == 0 || a.max_value_bytes == 0 {
             return invalid("size limits must be at least 1 byte");
+        }
+        if a.max_response_bytes < 2 * (a.max_value_bytes + a.max_key_bytes) {
+            return invalid(
+                "--max-response-bytes must be at least twice --max-value-bytes + --max-key-bytes",
+            );
         }
         let initial_cluster = match &a.initial_cluster {
             Some(s) => {
@@ -440,6 +453,7 @@ impl TryFrom<ServeArgs> for Config {
                 max_key_bytes: a.max_key_bytes,
                 max_value_bytes: a.max_value_bytes,
                 max_txn_ops: a.max_txn_ops,
+                max_response_bytes: a.max_response_bytes,
             },
             leader_wait: Duration::from_millis(a.leader_wait_ms),
             read_wait: Duration::from_millis(a.read_wait_ms),

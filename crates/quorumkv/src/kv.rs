@@ -70,6 +70,13 @@ impl Versioned {
     }
 }
 
+/// A pair's share of a JSON answer (a scan's items, a transaction's gets),
+/// counted as if the value were base64 (the larger of its two encodings),
+/// plus the JSON around it. `--max-response-bytes` bounds the sum.
+pub fn answer_bytes(key_len: usize, value_len: usize) -> usize {
+    key_len + value_len.div_ceil(3) * 4 + 48
+}
+
 /// One key/value pair as returned by a prefix scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pair {

@@ -19,6 +19,7 @@ use crate::api::AppState;
 use crate::command::{Access, Command, CommandResult};
 use crate::error::Error;
 use crate::kv::{check_value, Key};
+use crate::sm::reader::Page;
 use crate::store::{ConsistencyLevel, Write, WriteOutcome};
 
 pub const MAX_LIST_LIMIT: usize = 10_000;
@@ -104,6 +105,13 @@ pub fn check_outcome(outcome: &WriteOutcome, idempotency_key: Option<&str>) -> R
         Some(CommandResult::IdempotencyConflict) => Err(Error::IdempotencyKeyReused(
             idempotency_key.unwrap_or_default().to_string(),
         )),
+        Some(CommandResult::TooLarge { bytes, limit }) => Err(Error::ResponseTooLarge {
+            what: format!(
+                "the transaction's gets would answer {bytes} bytes; nothing was applied (at index {})",
+                outcome.index
+            ),
+            limit: *limit as usize,
+        }),
         _ => Ok(()),
     }
 }
@@ -183,6 +191,8 @@ async fn delete_key(
 struct ListQuery {
     #[serde(default)]
     prefix: String,
+    /// The first key of this page: the previous page's `next`.
+    start: Option<String>,
     limit: Option<String>,
 }
 
@@ -196,7 +206,11 @@ struct ListItem {
 #[derive(Serialize)]
 struct ListBody {
     items: Vec<ListItem>,
+    /// More keys follow: by `limit` or by `--max-response-bytes`.
     more: bool,
+    /// Where the next page starts (`start=`), when `more`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
 async fn list(
@@ -218,8 +232,22 @@ async fn list(
             }
         },
     };
+    if let Some(start) = &q.start {
+        if !start.starts_with(&q.prefix) {
+            return Err(Error::InvalidQuery(format!(
+                "start {start:?} does not begin with prefix {:?}",
+                q.prefix
+            )));
+        }
+    }
     let level = read_level(&headers)?;
-    let (meta, pairs, more) = state.store.scan(&q.prefix, limit, level).await?;
+    let page = Page {
+        prefix: &q.prefix,
+        start: q.start.as_deref(),
+        limit,
+        max_bytes: state.store.config.limits.max_response_bytes,
+    };
+    let (meta, pairs, next) = state.store.scan(&page, level).await?;
     let items = pairs
         .into_iter()
         .map(|p| match String::from_utf8(p.value) {
@@ -236,5 +264,10 @@ async fn list(
         })
         .collect();
     let headers = Head::read(&meta, level).into_map();
-    Ok((headers, Json(ListBody { items, more })).into_response())
+    let body = ListBody {
+        items,
+        more: next.is_some(),
+        next,
+    };
+    Ok((headers, Json(body)).into_response())
 }

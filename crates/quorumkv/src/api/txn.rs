@@ -189,6 +189,7 @@ fn parse_txn(body: &[u8], limits: &Limits) -> Result<Txn, Error> {
         compares,
         success: ops(json.success)?,
         failure: ops(json.failure)?,
+        max_get_bytes: Some(limits.max_response_bytes as u64),
     })
 }
 
@@ -300,6 +301,7 @@ mod tests {
             max_key_bytes: 16,
             max_value_bytes: 8,
             max_txn_ops: 4,
+            max_response_bytes: 1024,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::command::{Command, CommandResult, OpResult, Precondition, Request, Txn, TxnOp};
-use crate::kv::{Key, Versioned};
+use crate::kv::{answer_bytes, Key, Versioned};
 use crate::sm::idempotency::{self, Policy};
 use crate::sm::{data_key, read_u64, CLOCK};
 
@@ -154,6 +154,12 @@ impl<'a> Changes<'a> {
         } else {
             &txn.failure
         };
+        if let Some(limit) = txn.max_get_bytes {
+            let bytes = self.get_bytes(ops)?;
+            if bytes > limit {
+                return Ok(CommandResult::TooLarge { bytes, limit });
+            }
+        }
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match op {
@@ -171,6 +177,32 @@ impl<'a> Changes<'a> {
             });
         }
         Ok(CommandResult::Txn { succeeded, results })
+    }
+
+    /// The size of the answer `ops`' gets would give ([`answer_bytes`]),
+    /// each get seeing the puts and deletes before it; changes nothing.
+    fn get_bytes(&self, ops: &[TxnOp]) -> Result<u64, sled::Error> {
+        let mut sizes: HashMap<&str, Option<usize>> = HashMap::new();
+        let mut total = 0u64;
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value } => {
+                    sizes.insert(key.as_str(), Some(value.len()));
+                }
+                TxnOp::Delete { key } => {
+                    sizes.insert(key.as_str(), None);
+                }
+                TxnOp::Get { key } => {
+                    let len = match sizes.get(key.as_str()) {
+                        Some(len) => *len,
+                        None => self.get(key)?.map(|v| v.value.len()),
+                    };
+                    let bytes = answer_bytes(key.as_str().len(), len.unwrap_or(0));
+                    total = total.saturating_add(bytes as u64);
+                }
+            }
+        }
+        Ok(total)
     }
 }
 
@@ -279,6 +311,7 @@ mod tests {
                     TxnOp::Get { key: key("a") },
                 ],
                 failure: vec![TxnOp::Get { key: key("a") }],
+                max_get_bytes: None,
             }))
         };
         let res = run(
@@ -306,6 +339,46 @@ mod tests {
         assert_eq!(results.len(), 3);
         let b = Changes::new(&t, Policy::default()).get(&key("b")).unwrap();
         assert_eq!(b.unwrap().value, b"30");
+    }
+
+    #[test]
+    fn a_txn_whose_gets_pass_its_bound_applies_nothing() {
+        let (_d, t) = tree();
+        let big = "x".repeat(300);
+        // Each get of `big` answers 1 + 400 + 48 = 449 bytes.
+        let txn = |max: u64| {
+            req(Command::Txn(Txn {
+                success: vec![
+                    TxnOp::Put {
+                        key: key("b"),
+                        value: big.clone().into_bytes(),
+                    },
+                    TxnOp::Get { key: key("a") },
+                    TxnOp::Get { key: key("b") },
+                    TxnOp::Delete { key: key("a") },
+                    TxnOp::Get { key: key("a") },
+                ],
+                max_get_bytes: Some(max),
+                ..Txn::default()
+            }))
+        };
+        // 449 + 449 + 49 (a deleted key: no value) = 947.
+        let res = run(&t, vec![req(put("a", &big, None)), txn(946), txn(947)]);
+        assert_eq!(
+            res[1],
+            CommandResult::TooLarge {
+                bytes: 947,
+                limit: 946
+            }
+        );
+        let CommandResult::Txn { succeeded, .. } = &res[2] else {
+            panic!("{:?}", res[2])
+        };
+        assert!(succeeded);
+        // The refused one changed nothing; the second one deleted a.
+        let c = Changes::new(&t, Policy::default());
+        assert!(c.get(&key("a")).unwrap().is_none());
+        assert_eq!(c.get(&key("b")).unwrap().unwrap().mod_index, 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading applied state from any task, each read consistent with the applied
 //! index it reports.
 
-use crate::kv::{Pair, Versioned};
+use crate::kv::{answer_bytes, Pair, Versioned};
 use crate::raft::{decode, LogId};
 use crate::sm::{data_key, APPLIED};
 
@@ -46,27 +46,49 @@ impl SmReader {
         self.consistent(|t| Ok(t.get(&k)?.and_then(|b| Versioned::decode(&b))))
     }
 
-    /// Up to `limit` pairs whose keys start with `prefix`, in key order, and
-    /// whether more exist.
-    pub fn scan(&self, prefix: &str, limit: usize) -> Result<(u64, Vec<Pair>, bool), sled::Error> {
-        let p = data_key(prefix);
-        let (index, (pairs, more)) = self.consistent(|t| {
+    /// One page of the pairs whose keys start with `page.prefix`, in key
+    /// order from `page.start`: at most `page.limit` pairs and (but for the
+    /// first) at most `page.max_bytes` of answer. Returns the key the next
+    /// page starts at, if any.
+    pub fn scan(&self, page: &Page) -> Result<(u64, Vec<Pair>, Option<String>), sled::Error> {
+        let p = data_key(page.prefix);
+        let from = data_key(page.start.unwrap_or(page.prefix));
+        self.consistent(|t| {
             let mut pairs = Vec::new();
-            for item in t.scan_prefix(&p) {
+            let mut bytes = 0;
+            for item in t.range(from.as_slice()..) {
                 let (k, v) = item?;
-                if pairs.len() == limit {
-                    return Ok((pairs, true));
+                if !k.starts_with(&p) {
+                    break;
                 }
                 let key = String::from_utf8_lossy(&k[1..]).into_owned();
-                if let Some(v) = Versioned::decode(&v) {
-                    pairs.push(Pair {
-                        key,
-                        value: v.value,
-                    });
+                let Some(v) = Versioned::decode(&v) else {
+                    continue;
+                };
+                let cost = answer_bytes(key.len(), v.value.len());
+                if pairs.len() == page.limit || (!pairs.is_empty() && bytes + cost > page.max_bytes)
+                {
+                    return Ok((pairs, Some(key)));
                 }
+                bytes += cost;
+                pairs.push(Pair {
+                    key,
+                    value: v.value,
+                });
             }
-            Ok((pairs, false))
-        })?;
-        Ok((index, pairs, more))
+            Ok((pairs, None))
+        })
+        .map(|(index, (pairs, next))| (index, pairs, next))
     }
+}
+
+/// What one scan asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub prefix: &'a str,
+    /// The first key to include (at or after `prefix`); `None`: from the start.
+    pub start: Option<&'a str>,
+    pub limit: usize,
+    /// Bound on the answer's size, as counted by [`answer_bytes`].
+    pub max_bytes: usize,
 }

@@ -19,6 +19,7 @@ use crate::error::{Error, WireError};
 use crate::kv::{Pair, Versioned};
 use crate::peer::messages::{path, ReadIndexReply, WaitApplied, WaitAppliedReply};
 use crate::peer::{Attempt, LeaderReply};
+use crate::sm::reader::Page;
 use crate::store::rounds::Rounds;
 use crate::store::{fatal, ReadLevel, ReadMeta, Store};
 
@@ -219,13 +220,12 @@ impl Store {
 
     pub async fn scan(
         &self,
-        prefix: &str,
-        limit: usize,
+        page: &Page<'_>,
         level: ReadLevel,
-    ) -> Result<(ReadMeta, Vec<Pair>, bool), Error> {
+    ) -> Result<(ReadMeta, Vec<Pair>, Option<String>), Error> {
         self.prepare_read(level).await?;
-        let (index, pairs, more) = self.reader.scan(prefix, limit)?;
-        Ok((self.meta(index), pairs, more))
+        let (index, pairs, next) = self.reader.scan(page)?;
+        Ok((self.meta(index), pairs, next))
     }
 
     /// Starts the two kinds of shared rounds on the store behind `me`.

@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod idempotency;
 mod kv;
+mod limits;
 mod money;
 mod slow_clients;
 mod tls;

@@ -1,0 +1,124 @@
+//! Bounded answers: a scan stops at --max-response-bytes and says where to
+//! go on; a transaction whose gets would pass it applies nothing and answers
+//! 413, also when retried with its Idempotency-Key.
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::harness::{secs, within, Cluster};
+
+const CAP: usize = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_page_and_big_transactions_are_refused_whole() {
+    within(secs(120), async {
+        let cap = CAP.to_string();
+        let c = Cluster::start_with(
+            3,
+            &["--max-response-bytes", &cap, "--max-value-bytes", "16384"],
+        )
+        .await;
+        let leader = c.leader(secs(10)).await;
+        let value = "v".repeat(10_000);
+        let mut index = 0;
+        for i in 0..20 {
+            index = c
+                .put_ok(leader, &format!("big/{i:02}"), value.clone())
+                .await;
+        }
+        let binary = vec![0xffu8; 10_000];
+        index = index.max(c.put_ok(leader, "big/zz-binary", binary.clone()).await);
+        let follower = c.others(leader)[0];
+        c.read_at_least(follower, "big/00", index).await.expect(200);
+
+        // Page through from a follower: every key once, in order, each page
+        // within the cap.
+        let mut keys = Vec::new();
+        let mut start = String::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            assert!(pages < 30, "no end to the pages");
+            let path = match start.is_empty() {
+                true => "/v1/kv?prefix=big/&limit=1000".to_owned(),
+                false => format!("/v1/kv?prefix=big/&limit=1000&start={start}"),
+            };
+            let r = c
+                .call(follower, Method::GET, &path, &[], Vec::new())
+                .await
+                .expect(200);
+            assert!(r.body.len() <= CAP, "a page of {} bytes", r.body.len());
+            let page: Value = r.json();
+            for item in page["items"].as_array().expect("items") {
+                let key = item["key"].as_str().expect("key").to_owned();
+                if key == "big/zz-binary" {
+                    assert_eq!(item["encoding"], "base64");
+                    let got = base64::engine::general_purpose::STANDARD
+                        .decode(item["value"].as_str().unwrap())
+                        .unwrap();
+                    assert_eq!(got, binary);
+                } else {
+                    assert_eq!(item["value"].as_str(), Some(value.as_str()));
+                }
+                keys.push(key);
+            }
+            if page["more"] == false {
+                assert!(page.get("next").is_none(), "{page}");
+                break;
+            }
+            start = page["next"].as_str().expect("next when more").to_owned();
+        }
+        let mut want: Vec<String> = (0..20).map(|i| format!("big/{i:02}")).collect();
+        want.push("big/zz-binary".into());
+        assert_eq!(keys, want);
+        assert!(pages >= 4, "21 values of 10 kB in {pages} pages of 64 KiB");
+
+        // A start outside the prefix is a clear 400.
+        let r = c
+            .call(
+                leader,
+                Method::GET,
+                "/v1/kv?prefix=big/&start=a",
+                &[],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+
+        // Ten gets of 10 kB answer ~137 kB: refused whole, the put not applied.
+        let gets: Vec<String> = (0..10)
+            .map(|i| format!(r#"{{"op":"get","key":"big/{i:02}"}}"#))
+            .collect();
+        let txn = format!(
+            r#"{{"success":[{{"op":"put","key":"big/marker","value":"x"}},{}]}}"#,
+            gets.join(",")
+        );
+        let key = [("idempotency-key", "big-txn")];
+        for attempt in 0..2 {
+            let r = c
+                .call(
+                    follower,
+                    Method::POST,
+                    "/v1/txn",
+                    &key,
+                    txn.clone().into_bytes(),
+                )
+                .await;
+            assert_eq!(r.status, 413, "attempt {attempt}: {r:?}");
+            assert_eq!(r.error_code(), "response_too_large", "{r:?}");
+        }
+        assert_eq!(c.get(leader, "big/marker", "strong").await.status, 404);
+        // Three fit.
+        let small = format!(
+            r#"{{"success":[{{"op":"put","key":"big/marker","value":"x"}},{}]}}"#,
+            gets[..3].join(",")
+        );
+        let r = c
+            .call(leader, Method::POST, "/v1/txn", &[], small.into_bytes())
+            .await
+            .expect(200);
+        assert_eq!(r.json()["results"].as_array().map(Vec::len), Some(4));
+    })
+    .await;
+}
