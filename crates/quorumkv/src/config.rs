@@ -13,6 +13,7 @@ use crate::api::auth::{Auth, AuthError};
 use crate::peer::auth::ClusterToken;
 use crate::raft::NodeId;
 use crate::sm::idempotency::Policy;
+use crate::store::QueueBounds;
 use crate::tls::{Identity, PeerTls, TlsError};
 
 #[derive(Debug, Clone, Args)]
@@ -171,6 +172,15 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_response_bytes: usize,
 
+    /// Most writes waiting on the leader for a proposal (while earlier ones
+    /// are in flight); past it a write answers 503 overloaded with Retry-After.
+    #[arg(long, env = "QKV_MAX_QUEUED_WRITES", default_value_t = 10_000)]
+    pub max_queued_writes: usize,
+
+    /// Most bytes of writes waiting for a proposal; past it, 503 overloaded.
+    #[arg(long, env = "QKV_MAX_QUEUED_WRITE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_queued_write_bytes: usize,
+
     /// Most compares plus operations in one transaction.
     #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -228,6 +238,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub all_wait: Duration,
     pub idempotency: Policy,
+    /// Bounds of the leader's queue of writes waiting for a proposal.
+    pub write_queue: QueueBounds,
 }
 
 /// Request size limits, checked before anything reaches the log.
@@ -315,6 +327,9 @@ impl TryFrom<ServeArgs> for Config {
         }
         if a.snapshot_every == 0 {
             return invalid("--snapshot-every must be at least 1");
+        }
+        if a.max_queued_writes == 0 || a.max_queued_write_bytes == 0 {
+            return invalid("--max-queued-writes and --max-queued-write-bytes must be at least 1");
         }
         if a.max_txn_ops == 0 || a.idempotency_max_keys == 0 {
             return invalid("--max-txn-ops and --idempotency-max-keys must be at least 1");
@@ -469,6 +484,10 @@ impl TryFrom<ServeArgs> for Config {
             max_connections: a.max_connections,
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
+            write_queue: QueueBounds {
+                writes: a.max_queued_writes,
+                bytes: a.max_queued_write_bytes,
+            },
             idempotency: Policy {
                 ttl_ms: a.idempotency_ttl.as_millis() as u64,
                 max_keys: a.idempotency_max_keys,

@@ -15,6 +15,7 @@
 
 mod failover;
 mod proposer;
+pub use proposer::QueueBounds;
 mod read;
 mod rounds;
 mod write;
@@ -150,7 +151,7 @@ impl Store {
         peers: PeerClient,
         me: Weak<Store>,
     ) -> Self {
-        let raft_for_proposer = raft.clone();
+        let proposer = proposer::Proposer::start(raft.clone(), config.write_queue);
         if config.fast_failover {
             failover::start(me.clone());
         }
@@ -163,7 +164,7 @@ impl Store {
             reader,
             log,
             peers,
-            proposer: proposer::Proposer::start(raft_for_proposer),
+            proposer,
             read_rounds,
             leader_read_rounds,
         }

@@ -4,6 +4,7 @@
 //! keeping the writes of one proposal on distinct keys.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openraft::error::ClientWriteError;
@@ -35,6 +36,16 @@ pub enum Rejected {
     Stopped,
     /// Raft stopped, or the outcome could not be learned.
     Failed(String),
+    /// The queue of writes waiting for a proposal is full; nothing was
+    /// appended, the client may retry.
+    Overloaded(String),
+}
+
+/// How many writes, and how many bytes of them, may wait for a proposal.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub writes: usize,
+    pub bytes: usize,
 }
 
 /// The index a request was committed at and what applying it produced.
@@ -48,42 +59,74 @@ struct Pending {
 
 #[derive(Clone)]
 pub struct Proposer {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::Sender<Pending>,
+    /// Bytes of the writes in the queue (their [`Request::weight`]).
+    queued_bytes: Arc<AtomicUsize>,
+    bounds: QueueBounds,
 }
 
 impl Proposer {
-    pub fn start(raft: Raft) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Proposer { tx }
+    pub fn start(raft: Raft, bounds: QueueBounds) -> Self {
+        let (tx, rx) = mpsc::channel(bounds.writes);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(raft, rx, queued_bytes.clone()));
+        Proposer {
+            tx,
+            queued_bytes,
+            bounds,
+        }
     }
 
-    /// Proposes `req`; the receiver resolves once it is applied or rejected.
+    /// Proposes `req`; the receiver resolves once it is applied or rejected,
+    /// at once with [`Rejected::Overloaded`] when the queue is full (in writes
+    /// or bytes; one write alone is always taken when the queue is empty).
     pub fn submit(&self, req: Request) -> oneshot::Receiver<Applied> {
         let (reply, rx) = oneshot::channel();
+        let weight = req.weight();
+        let queued = self.queued_bytes.fetch_add(weight, Ordering::AcqRel);
+        if queued > 0 && queued + weight > self.bounds.bytes {
+            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            let why = format!("{queued} bytes of writes already wait for the log");
+            let _ = reply.send(Err(Rejected::Overloaded(why)));
+            return rx;
+        }
         let footprint = req.footprint();
         let pending = Pending {
             req,
             footprint,
             reply,
         };
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
-            let _ = p
-                .reply
-                .send(Err(Rejected::Failed("proposer stopped".into())));
+        if let Err(e) = self.tx.try_send(pending) {
+            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            let (p, rejected) = match e {
+                mpsc::error::TrySendError::Full(p) => {
+                    let why = format!("{} writes already wait for the log", self.bounds.writes);
+                    (p, Rejected::Overloaded(why))
+                }
+                mpsc::error::TrySendError::Closed(p) => {
+                    (p, Rejected::Failed("proposer stopped".into()))
+                }
+            };
+            let _ = p.reply.send(Err(rejected));
         }
         rx
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, queued_bytes: Arc<AtomicUsize>) {
+    let taken = |p: &Pending| {
+        queued_bytes.fetch_sub(p.req.weight(), Ordering::AcqRel);
+    };
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
             Some(p) => p,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(p) => {
+                    taken(&p);
+                    p
+                }
                 None => return,
             },
         };
@@ -96,6 +139,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut batch = vec![first];
         while batch.len() < MAX_REQUESTS && bytes < MAX_BYTES {
             let Ok(p) = rx.try_recv() else { break };
+            taken(&p);
             if p.footprint.iter().any(|k| keys.contains(k)) {
                 carried = Some(p);
                 break;

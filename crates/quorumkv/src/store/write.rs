@@ -15,6 +15,7 @@ fn rejection(r: Rejected) -> Result<Attempt<WriteOutcome>, Error> {
         Rejected::NotLeader => Ok(Attempt::Retry),
         Rejected::Stopped => Err(Error::ShuttingDown),
         Rejected::Failed(m) => Err(Error::Internal(m)),
+        Rejected::Overloaded(m) => Err(Error::Overloaded(m)),
     }
 }
 

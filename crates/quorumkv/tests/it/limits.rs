@@ -122,3 +122,61 @@ async fn scans_page_and_big_transactions_are_refused_whole() {
     })
     .await;
 }
+
+/// With both followers frozen nothing commits: eight proposals fill the
+/// leader's in-flight slots, one waits for a slot, two fill a queue of
+/// `--max-queued-writes 2`, and every write after them answers at once
+/// `503 overloaded` with `Retry-After`, is never proposed, and so is never
+/// applied; every write that was acknowledged is there after the thaw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_write_queue_answers_503_and_proposes_nothing() {
+    within(secs(120), async {
+        let c = Cluster::start_with(3, &["--max-queued-writes", "2"]).await;
+        let leader = c.leader(secs(10)).await;
+        let followers = c.others(leader);
+        for &f in &followers {
+            c.stop(f);
+        }
+        let c = std::sync::Arc::new(c);
+        let mut writes = Vec::new();
+        for i in 0..18 {
+            let c = c.clone();
+            writes.push(tokio::spawn(async move {
+                let key = format!("q/{i:02}");
+                let r = c.try_put(leader, &key, "v", "strong").await;
+                (key, r)
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for &f in &followers {
+            c.cont(f);
+        }
+        let mut overloaded = Vec::new();
+        let mut acked = Vec::new();
+        for w in writes {
+            let (key, r) = w.await.expect("task");
+            let Ok(r) = r else { continue };
+            match r.status.as_u16() {
+                200 => acked.push(key),
+                503 if r.error_code() == "overloaded" => {
+                    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+                    overloaded.push(key);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            overloaded.len() >= 5,
+            "expected most of the last 10 writes refused: overloaded {overloaded:?}, acked {acked:?}"
+        );
+        let leader = c.leader(secs(20)).await;
+        for key in &acked {
+            c.get(leader, key, "strong").await.expect(200);
+        }
+        for key in &overloaded {
+            assert_eq!(c.get(leader, key, "strong").await.status, 404, "{key} was applied");
+        }
+    })
+    .await;
+}
