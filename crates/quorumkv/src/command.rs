@@ -141,6 +141,20 @@ impl Command {
         }
     }
 
+    /// Whether the command may store more data (a put, or a transaction
+    /// with one): what a node past its quota refuses.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Command::Put { .. } => true,
+            Command::Delete { .. } => false,
+            Command::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .any(|op| matches!(op, TxnOp::Put { .. })),
+        }
+    }
+
     /// A stable 64-bit fingerprint (FNV-1a of the encoding) for idempotency checks.
     pub fn fingerprint(&self) -> u64 {
         let bytes = bincode::serialize(self).unwrap_or_default();

@@ -181,6 +181,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_MAX_QUEUED_WRITE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_queued_write_bytes: usize,
 
+    /// Disk quota, as etcd's --quota-backend-bytes: past this many bytes of
+    /// keys and values the node raises an alarm and refuses writes that may
+    /// store more (507 quota_exceeded) until deletes bring it back under.
+    #[arg(long, env = "QKV_QUOTA_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub quota_bytes: u64,
+
     /// Most compares plus operations in one transaction.
     #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -240,6 +246,7 @@ pub struct Config {
     pub idempotency: Policy,
     /// Bounds of the leader's queue of writes waiting for a proposal.
     pub write_queue: QueueBounds,
+    pub quota_bytes: u64,
 }
 
 /// Request size limits, checked before anything reaches the log.
@@ -484,6 +491,7 @@ impl TryFrom<ServeArgs> for Config {
             max_connections: a.max_connections,
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
+            quota_bytes: a.quota_bytes,
             write_queue: QueueBounds {
                 writes: a.max_queued_writes,
                 bytes: a.max_queued_write_bytes,

@@ -49,6 +49,11 @@ struct ClusterBody {
     last_contact_ms: Option<u128>,
     members: Vec<Member>,
     replication: Vec<Replication>,
+    /// Bytes of keys and values stored, and the quota they are held to.
+    data_bytes: u64,
+    quota_bytes: u64,
+    /// Raised alarms: `quota` when data_bytes reached quota_bytes.
+    alarms: Vec<&'static str>,
 }
 
 async fn cluster(
@@ -57,6 +62,7 @@ async fn cluster(
 ) -> Result<Json<ClusterBody>, Error> {
     caller.require(Role::Read)?;
     let store = &state.store;
+    let (data_bytes, over_quota) = store.quota_state()?;
     let committed_index = store.committed_index().await?;
     let m = store.metrics();
     let membership = m.membership_config.membership();
@@ -97,6 +103,13 @@ async fn cluster(
         last_contact_ms: store.last_contact(&m).map(|d| d.as_millis()),
         members,
         replication,
+        data_bytes,
+        quota_bytes: store.config.quota_bytes,
+        alarms: if over_quota {
+            vec!["quota"]
+        } else {
+            Vec::new()
+        },
     }))
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::command::{Command, CommandResult, OpResult, Precondition, Request, Txn, TxnOp};
 use crate::kv::{answer_bytes, Key, Versioned};
 use crate::sm::idempotency::{self, Policy};
-use crate::sm::{data_key, read_u64, CLOCK};
+use crate::sm::{data_key, read_u64, CLOCK, DATA_BYTES};
 
 /// Pending writes of one apply call, read through to the tree.
 pub struct Changes<'a> {
@@ -47,18 +47,41 @@ impl<'a> Changes<'a> {
             .and_then(|b| Versioned::decode(&b)))
     }
 
-    fn put(&mut self, key: &Key, value: &[u8], index: u64) {
+    fn put(&mut self, key: &Key, value: &[u8], index: u64) -> Result<(), sled::Error> {
+        let old = self.get(key)?;
         let record = Versioned {
             mod_index: index,
             value: value.to_vec(),
         };
         self.set_raw(data_key(key.as_str()), record.encode());
+        self.count_bytes(key, old.as_ref(), Some(value.len()))
     }
 
     fn delete(&mut self, key: &Key) -> Result<bool, sled::Error> {
-        let existed = self.get(key)?.is_some();
+        let old = self.get(key)?;
         self.remove_raw(data_key(key.as_str()));
-        Ok(existed)
+        self.count_bytes(key, old.as_ref(), None)?;
+        Ok(old.is_some())
+    }
+
+    /// Keeps `m:data_bytes` (user keys + values) up to date as `key` goes
+    /// from `old` to a value of `new` bytes (`None`: deleted).
+    fn count_bytes(
+        &mut self,
+        key: &Key,
+        old: Option<&Versioned>,
+        new: Option<usize>,
+    ) -> Result<(), sled::Error> {
+        let size = |len: usize| (key.as_str().len() + len) as u64;
+        let before = old.map_or(0, |v| size(v.value.len()));
+        let after = new.map_or(0, size);
+        if before == after {
+            return Ok(());
+        }
+        let total = read_u64(self.get_raw(DATA_BYTES)?);
+        let total = (total + after).saturating_sub(before);
+        self.set_raw(DATA_BYTES.to_vec(), total.to_be_bytes().to_vec());
+        Ok(())
     }
 
     pub fn into_batch(self) -> sled::Batch {
@@ -111,7 +134,7 @@ impl<'a> Changes<'a> {
                 if let Some(failed) = self.check(key, precondition)? {
                     return Ok(failed);
                 }
-                self.put(key, value, index);
+                self.put(key, value, index)?;
                 Ok(CommandResult::Put)
             }
             Command::Delete { key, precondition } => {
@@ -164,7 +187,7 @@ impl<'a> Changes<'a> {
         for op in ops {
             results.push(match op {
                 TxnOp::Put { key, value } => {
-                    self.put(key, value, index);
+                    self.put(key, value, index)?;
                     OpResult::Put
                 }
                 TxnOp::Delete { key } => OpResult::Delete {
@@ -379,6 +402,53 @@ mod tests {
         let c = Changes::new(&t, Policy::default());
         assert!(c.get(&key("a")).unwrap().is_none());
         assert_eq!(c.get(&key("b")).unwrap().unwrap().mod_index, 3);
+    }
+
+    #[test]
+    fn data_bytes_follow_puts_overwrites_and_deletes() {
+        let (_d, t) = tree();
+        let bytes = || {
+            read_u64(
+                Changes::new(&t, Policy::default())
+                    .get_raw(DATA_BYTES)
+                    .unwrap(),
+            )
+        };
+        run(&t, vec![req(put("a", "123", None))]);
+        assert_eq!(bytes(), 4);
+        run(
+            &t,
+            vec![req(put("a", "12345", None)), req(put("bb", "x", None))],
+        );
+        assert_eq!(bytes(), 6 + 3);
+        run(
+            &t,
+            vec![req(Command::Delete {
+                key: key("a"),
+                precondition: None,
+            })],
+        );
+        assert_eq!(bytes(), 3);
+        run(
+            &t,
+            vec![req(Command::Delete {
+                key: key("a"),
+                precondition: None,
+            })],
+        );
+        assert_eq!(bytes(), 3);
+        let txn = Txn {
+            success: vec![
+                TxnOp::Put {
+                    key: key("c"),
+                    value: b"4444".to_vec(),
+                },
+                TxnOp::Delete { key: key("bb") },
+            ],
+            ..Txn::default()
+        };
+        run(&t, vec![req(Command::Txn(txn))]);
+        assert_eq!(bytes(), 5);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `d<key>`: a user key's [`Versioned`](crate::kv::Versioned) value;
 //! - `m:applied`, `m:membership`: last-applied log id and membership (Raft's);
 //! - `m:clock`, `m:idem_seq`: the idempotency clock and record counter;
+//! - `m:data_bytes`: bytes of user keys and values stored (the disk quota's measure);
 //! - `i<idempotency key>`: a recorded result; `t<seq>`: records in creation order.
 
 pub mod apply;
@@ -17,6 +18,7 @@ pub const APPLIED: &[u8] = b"m:applied";
 pub const MEMBERSHIP: &[u8] = b"m:membership";
 pub const CLOCK: &[u8] = b"m:clock";
 pub const IDEM_SEQ: &[u8] = b"m:idem_seq";
+pub const DATA_BYTES: &[u8] = b"m:data_bytes";
 const DATA: u8 = b'd';
 pub(crate) const IDEM: u8 = b'i';
 pub(crate) const IDEM_ORDER: u8 = b't';
@@ -40,7 +42,7 @@ fn idem_order_key(seq: u64) -> Vec<u8> {
     prefixed(IDEM_ORDER, &seq.to_be_bytes())
 }
 
-fn read_u64(raw: Option<impl AsRef<[u8]>>) -> u64 {
+pub(crate) fn read_u64(raw: Option<impl AsRef<[u8]>>) -> u64 {
     raw.and_then(|b| b.as_ref().try_into().ok())
         .map_or(0, u64::from_be_bytes)
 }

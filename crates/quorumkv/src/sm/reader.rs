@@ -3,7 +3,7 @@
 
 use crate::kv::{answer_bytes, Pair, Versioned};
 use crate::raft::{decode, LogId};
-use crate::sm::{data_key, APPLIED};
+use crate::sm::{data_key, read_u64, APPLIED, DATA_BYTES};
 
 /// Read access to applied state; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +38,11 @@ impl SmReader {
                 return Ok((before, value));
             }
         }
+    }
+
+    /// Bytes of user keys and values stored (`m:data_bytes`).
+    pub fn data_bytes(&self) -> Result<u64, sled::Error> {
+        Ok(read_u64(self.tree.get(DATA_BYTES)?))
     }
 
     /// The value of `key` and the applied index it was read at.

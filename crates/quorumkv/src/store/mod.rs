@@ -16,6 +16,7 @@
 mod failover;
 mod proposer;
 pub use proposer::QueueBounds;
+mod quota;
 mod read;
 mod rounds;
 mod write;
@@ -140,6 +141,7 @@ pub struct Store {
     read_rounds: read::SharedReads,
     /// Leader-side rounds, shared by its own reads and its followers'.
     leader_read_rounds: read::LeaderSharedReads,
+    quota_alarm: quota::Alarm,
 }
 
 impl Store {
@@ -155,6 +157,7 @@ impl Store {
         if config.fast_failover {
             failover::start(me.clone());
         }
+        quota::start(me.clone());
         let (read_rounds, leader_read_rounds) = Self::start_read_rounds(me);
         Store {
             id: config.id,
@@ -167,6 +170,7 @@ impl Store {
             proposer,
             read_rounds,
             leader_read_rounds,
+            quota_alarm: quota::Alarm::default(),
         }
     }
 

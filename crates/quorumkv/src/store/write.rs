@@ -43,6 +43,7 @@ impl Store {
 
     /// Writes on this node, which must be the leader (else `Retry`).
     async fn write_local(&self, write: Write) -> Result<Attempt<WriteOutcome>, Error> {
+        self.check_quota(&write.command)?;
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

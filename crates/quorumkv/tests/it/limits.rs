@@ -180,3 +180,53 @@ async fn a_full_write_queue_answers_503_and_proposes_nothing() {
     })
     .await;
 }
+
+/// `--quota-bytes 20000`: writes stop at the quota with 507 quota_exceeded
+/// (through a follower too), the alarm shows in /v1/cluster and the log,
+/// reads and deletes still work, and deleting clears the alarm.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_disk_quota_refuses_growth_until_data_is_deleted() {
+    within(secs(120), async {
+        let c = Cluster::start_with(3, &["--quota-bytes", "20000"]).await;
+        let leader = c.leader(secs(10)).await;
+        let follower = c.others(leader)[0];
+        let value = "q".repeat(5_000);
+        let mut stored = Vec::new();
+        let mut refused = None;
+        for i in 0..10 {
+            let key = format!("quota/{i}");
+            let r = c.put(leader, &key, value.clone(), "strong").await;
+            match r.status.as_u16() {
+                200 => stored.push(key),
+                _ => {
+                    refused = Some(r);
+                    break;
+                }
+            }
+        }
+        let r = refused.expect("the quota never refused a write");
+        assert_eq!(r.status, 507, "{r:?}");
+        assert_eq!(r.error_code(), "quota_exceeded", "{r:?}");
+        assert_eq!(stored.len(), 4, "20,000 bytes hold four 5 kB values: {stored:?}");
+        let r = c.put(follower, "quota/through-follower", "x", "strong").await;
+        assert_eq!(r.status, 507, "{r:?}");
+        let info = c.info(leader).await;
+        assert_eq!(info["alarms"], serde_json::json!(["quota"]), "{info}");
+        assert!(info["data_bytes"].as_u64().unwrap() >= 20_000, "{info}");
+        // Reads and deletes still work; a delete-only transaction too.
+        c.get(follower, &stored[0], "strong").await.expect(200);
+        c.delete(leader, &stored[0], "strong").await.expect(200);
+        let txn = format!(r#"{{"success":[{{"op":"delete","key":"{}"}}]}}"#, stored[1]);
+        c.call(leader, Method::POST, "/v1/txn", &[], txn.into_bytes())
+            .await
+            .expect(200);
+        // Under the quota again: writes pass and the alarm is gone.
+        c.put_ok(follower, "quota/again", value).await;
+        let info = c.info(leader).await;
+        assert_eq!(info["alarms"], serde_json::json!([]), "{info}");
+        let log = c.kit().log_tail(leader, 1000);
+        assert!(log.contains("quota alarm raised"), "{log}");
+        assert!(log.contains("quota alarm cleared"), "{log}");
+    })
+    .await;
+}
