@@ -32,6 +32,8 @@ pub enum Error {
     Unauthorized(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("cluster mismatch: {0}")]
+    ClusterMismatch(String),
     #[error("the answer would exceed --max-response-bytes ({limit}): {what}")]
     ResponseTooLarge { what: String, limit: usize },
     #[error("node overloaded: {0}; retry shortly")]
@@ -125,6 +127,7 @@ impl Error {
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
+            ClusterMismatch(_) => StatusCode::CONFLICT,
             QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -163,6 +166,7 @@ impl Error {
             RouteNotFound(_) => "not_found",
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
+            ClusterMismatch(_) => "cluster_mismatch",
             ResponseTooLarge { .. } => "response_too_large",
             Overloaded(_) => "overloaded",
             QuotaExceeded(_) => "quota_exceeded",

@@ -12,6 +12,7 @@ use crate::api::{self, AppState};
 use crate::bootstrap::initialize_if_new;
 use crate::config::Config;
 use crate::listener;
+use crate::peer::cluster_id::ClusterId;
 use crate::peer::PeerClient;
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
@@ -99,6 +100,8 @@ pub struct Node {
     pub config: Arc<Config>,
     pub raft: Raft,
     pub store: Arc<Store>,
+    /// `None` only for a node with no state and no --initial-cluster.
+    pub cluster_id: Option<ClusterId>,
 }
 
 impl Node {
@@ -132,11 +135,22 @@ impl Node {
             .await
             .map_err(storage)?;
         let reader = state_machine.reader();
+        let cluster_id = ClusterId::resolve(
+            &config.data_dir,
+            config.initial_cluster.as_ref(),
+            config.cluster_token.as_ref(),
+        )
+        .map_err(dir_err)?;
+        match cluster_id {
+            Some(id) => tracing::info!(cluster = %id, "cluster id"),
+            None => tracing::info!("no cluster id yet: no state and no --initial-cluster"),
+        }
         let peer_ip = config.peer_listen.ip();
         let peers = PeerClient::new(
             (!peer_ip.is_unspecified()).then_some(peer_ip),
             config.cluster_token.as_ref(),
             config.peer_tls.as_ref().map(|t| t.client.clone()),
+            cluster_id,
         )?;
         let network = NetworkFactory {
             client: peers.clone(),
@@ -166,6 +180,7 @@ impl Node {
             config,
             raft,
             store,
+            cluster_id,
         })
     }
 
@@ -179,7 +194,7 @@ impl Node {
     /// The peer routes' router (`/raft/*`).
     pub fn peer_router(&self) -> axum::Router {
         let token = self.config.cluster_token.clone();
-        crate::peer::router::router(self.store.clone(), token)
+        crate::peer::router::router(self.store.clone(), token, self.cluster_id)
     }
 }
 

@@ -46,6 +46,11 @@ impl ClusterToken {
         self.0.as_bytes().ct_eq(presented).into()
     }
 
+    /// The secret itself (to derive the cluster id from).
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// The `Authorization` header peers send.
     pub fn header_value(&self) -> HeaderValue {
         let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0))

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::peer::auth::ClusterToken;
+use crate::peer::cluster_id::{self, ClusterId};
 use crate::peer::messages::{Attempt, LeaderReply};
 use crate::raft::{decode, encode};
 
@@ -29,6 +30,8 @@ pub struct PeerClient {
     http: reqwest::Client,
     /// `Authorization` for every call, when the cluster has a token.
     auth: Option<reqwest::header::HeaderValue>,
+    /// This node's cluster id, sent with every call.
+    cluster: Option<reqwest::header::HeaderValue>,
 }
 
 impl PeerClient {
@@ -40,6 +43,7 @@ impl PeerClient {
         source: Option<std::net::IpAddr>,
         token: Option<&ClusterToken>,
         tls: Option<rustls::ClientConfig>,
+        cluster: Option<ClusterId>,
     ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = tls {
@@ -55,6 +59,7 @@ impl PeerClient {
         Ok(PeerClient {
             http,
             auth: token.map(ClusterToken::header_value),
+            cluster: cluster.and_then(|c| c.to_string().parse().ok()),
         })
     }
 
@@ -71,6 +76,9 @@ impl PeerClient {
         let mut post = self.http.post(&url);
         if let Some(auth) = &self.auth {
             post = post.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(cluster) = &self.cluster {
+            post = post.header(cluster_id::HEADER, cluster.clone());
         }
         let resp = post
             .timeout(timeout)

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster_id;
 pub mod messages;
 pub mod router;
 

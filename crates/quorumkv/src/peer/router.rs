@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::command::Write;
 use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
+use crate::peer::cluster_id::{require_same_cluster, ClusterId};
 use crate::peer::messages::{path, FullSnapshot, WaitApplied};
 use crate::raft::{
     decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, Vote, VoteRequest,
@@ -28,8 +29,13 @@ use crate::store::Store;
 type Peer = State<Arc<Store>>;
 
 /// The `/raft/*` routes of the peer listener; every request, to an unknown
-/// path too, requires `token` when there is one.
-pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
+/// path too, requires `token` when there is one, and then (token first, so
+/// an outsider learns nothing) this node's cluster id.
+pub fn router(
+    store: Arc<Store>,
+    token: Option<ClusterToken>,
+    cluster: Option<ClusterId>,
+) -> Router {
     let route = |p: &str| format!("/raft/{p}");
     // A snapshot is sent whole, one buffer (bounded only by the data: not yet
     // streamed in chunks); every other message is bounded.
@@ -48,6 +54,10 @@ pub fn router(store: Arc<Store>, token: Option<ClusterToken>) -> Router {
         .merge(snapshot)
         .with_state(store);
     crate::api::with_json_fallbacks(routes)
+        .layer(middleware::from_fn_with_state(
+            cluster,
+            require_same_cluster,
+        ))
         .layer(middleware::from_fn_with_state(token, require_token))
 }
 

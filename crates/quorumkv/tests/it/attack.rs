@@ -12,8 +12,15 @@ use reqwest::StatusCode;
 use crate::harness::{secs, within, Cluster, NodeId};
 use crate::http::Resp;
 
+/// The cluster id node `id` wrote at its first start.
+fn cluster_id(c: &Cluster, id: NodeId) -> String {
+    let path = c.kit().data_dir(id).expect("data dir").join("cluster-id");
+    let text = std::fs::read_to_string(&path).expect("cluster-id file");
+    text.trim().to_owned()
+}
+
 /// POSTs `body` to `/raft/<path>` on node `id`'s peer listener, with `token`
-/// as the bearer if given.
+/// as the bearer if given, and then the node's own cluster id.
 async fn raft_post(
     c: &Cluster,
     id: NodeId,
@@ -21,16 +28,25 @@ async fn raft_post(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> Resp {
-    let mut req = c
-        .http
-        .post(format!(
-            "{}/raft/{path}",
-            c.kit().peer_url(id).expect("peer url")
-        ))
-        .timeout(secs(30))
-        .body(body);
+    let cluster = token.map(|_| cluster_id(c, id));
+    raft_post_as(c, id, path, token, cluster.as_deref(), body).await
+}
+
+async fn raft_post_as(
+    c: &Cluster,
+    id: NodeId,
+    path: &str,
+    token: Option<&str>,
+    cluster: Option<&str>,
+    body: Vec<u8>,
+) -> Resp {
+    let url = format!("{}/raft/{path}", c.kit().peer_url(id).expect("peer url"));
+    let mut req = c.http.post(url).timeout(secs(30)).body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
+    }
+    if let Some(cluster) = cluster {
+        req = req.header("x-quorumkv-cluster", cluster);
     }
     Resp::fetch(req)
         .await
@@ -85,6 +101,18 @@ async fn forged_peer_messages_change_nothing() {
                     refused(&r, 401, "unauthorized");
                 }
             }
+            // The right token from another cluster, or with no cluster id:
+            // refused before openraft sees anything.
+            for other in [None, Some("0123456789abcdef"), Some("not-an-id")] {
+                for (path, body) in [
+                    ("vote", vote_with_term(1 << 40)),
+                    ("append", vec![0u8; 26]),
+                    ("probe", encode(&()).unwrap()),
+                ] {
+                    let r = raft_post_as(&c, id, path, Some(&token), other, body).await;
+                    refused(&r, 409, "cluster_mismatch");
+                }
+            }
             // The right token, absurd terms: refused before openraft sees them.
             for term in [1 << 40, u64::MAX] {
                 for path in ["vote", "pre_vote"] {
@@ -125,6 +153,78 @@ async fn forged_peer_messages_change_nothing() {
                 "node {id} did not log the refusals"
             );
         }
+    })
+    .await;
+}
+
+/// Kills the process on drop.
+struct Rogue(Option<std::process::Child>);
+
+impl Drop for Rogue {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            quorumkv_testkit::process::kill_child(child, false, None);
+        }
+    }
+}
+
+/// A node of another cluster that knows the token and a member's peer URL
+/// (another --initial-cluster: e.g. pointed at the wrong peers) asks for
+/// votes again and again: every request is refused as from another cluster
+/// and logged, and the real cluster's term does not move.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_of_another_cluster_is_refused_not_merged() {
+    within(secs(60), async {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(secs(10)).await;
+        let target = c.others(leader)[0];
+        let term = c.info(leader).await["term"].clone();
+        let port = quorumkv_testkit::process::free_port().expect("port");
+        let peer_port = quorumkv_testkit::process::free_port().expect("port");
+        let dir = c.dir().join("rogue");
+        let log = std::fs::File::create(c.dir().join("rogue.log")).expect("log");
+        let initial = format!(
+            "4=http://127.0.0.1:{peer_port},{target}={}",
+            c.kit().peer_url(target).unwrap()
+        );
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .args([
+                "serve",
+                "--id",
+                "4",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--peer-listen", &format!("127.0.0.1:{peer_port}")])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--initial-cluster", &initial])
+            .env("QKV_CLUSTER_TOKEN", c.kit().cluster_token())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the rogue node");
+        let _rogue = Rogue(Some(child));
+        let deadline = std::time::Instant::now() + secs(20);
+        while !c
+            .kit()
+            .log_tail(target, 1000)
+            .contains("refused a peer request from cluster")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {target} logged no refusal"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Give it a few more election rounds, then look.
+        tokio::time::sleep(secs(2)).await;
+        let info = c.info(leader).await;
+        assert_eq!(info["term"], term, "the rogue moved the term: {info}");
+        assert_eq!(info["leader"], leader, "{info}");
+        let members = info["members"].as_array().expect("members").len();
+        assert_eq!(members, 3, "{info}");
+        c.put_ok(leader, "after-rogue", "fine").await;
     })
     .await;
 }

@@ -207,8 +207,14 @@ async fn the_disk_quota_refuses_growth_until_data_is_deleted() {
         let r = refused.expect("the quota never refused a write");
         assert_eq!(r.status, 507, "{r:?}");
         assert_eq!(r.error_code(), "quota_exceeded", "{r:?}");
-        assert_eq!(stored.len(), 4, "20,000 bytes hold four 5 kB values: {stored:?}");
-        let r = c.put(follower, "quota/through-follower", "x", "strong").await;
+        assert_eq!(
+            stored.len(),
+            4,
+            "20,000 bytes hold four 5 kB values: {stored:?}"
+        );
+        let r = c
+            .put(follower, "quota/through-follower", "x", "strong")
+            .await;
         assert_eq!(r.status, 507, "{r:?}");
         let info = c.info(leader).await;
         assert_eq!(info["alarms"], serde_json::json!(["quota"]), "{info}");
