@@ -77,6 +77,16 @@ pub struct BenchArgs {
     /// Which HTTP API to speak: quorumkv's /v1/kv or etcd's v3 JSON gateway.
     #[arg(long, value_enum, default_value_t = TargetKind::Quorumkv)]
     pub target: TargetKind,
+
+    /// PEM CA certificate to trust for https:// endpoints (for
+    /// `scripts/cluster.sh up --secure`: .cluster/tls/ca.crt).
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// File holding a client token, sent as `Authorization: Bearer` with every
+    /// request (for `up --secure`: .cluster/admin-token).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// What the connections send.
@@ -167,6 +177,8 @@ pub struct Endpoint {
     pub authority: String,
     /// Path prefix without a trailing slash ("" for none).
     pub prefix: String,
+    /// https://
+    pub tls: bool,
 }
 
 impl Endpoint {
@@ -176,13 +188,14 @@ impl Endpoint {
             reason: reason.to_string(),
         };
         let uri: hyper::Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(_) => return Err(bad("only http:// is supported")),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(_) => return Err(bad("only http:// and https:// are supported")),
             None => return Err(bad("missing http:// scheme")),
-        }
+        };
         let host = uri.host().ok_or_else(|| bad("missing host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         if uri.query().is_some() {
             return Err(bad("a query string is not allowed"));
         }
@@ -194,6 +207,7 @@ impl Endpoint {
             port,
             authority: format!("{host}:{port}"),
             prefix: uri.path().trim_end_matches('/').to_string(),
+            tls,
         })
     }
 }
@@ -222,6 +236,44 @@ pub struct Plan {
     pub preload: bool,
     pub timeout: Duration,
     pub json: bool,
+    /// For https:// endpoints: trusts `--cacert`.
+    pub tls: Option<Tls>,
+    /// `--token-file`'s token.
+    pub token: Option<String>,
+}
+
+/// The TLS client of https:// endpoints.
+#[derive(Clone)]
+pub struct Tls(pub tokio_rustls::TlsConnector);
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+impl Tls {
+    fn load(ca: &std::path::Path) -> Result<Tls, BenchError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let bad = |e: &dyn fmt::Display| {
+            BenchError::InvalidArgs(format!("--cacert {}: {e}", ca.display()))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        ))))
+    }
 }
 
 impl Plan {
@@ -277,7 +329,27 @@ impl TryFrom<BenchArgs> for Plan {
                     .into(),
             );
         }
+        if endpoints.iter().any(|e| e.tls) && a.cacert.is_none() {
+            return invalid(
+                "https:// endpoints need --cacert (the CA that signed the nodes' certificates)"
+                    .into(),
+            );
+        }
+        let tls = a.cacert.as_deref().map(Tls::load).transpose()?;
+        let token = match &a.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        BenchError::InvalidArgs(format!("--token-file {}: {e}", path.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
         Ok(Plan {
+            tls,
+            token,
             target: a.target,
             endpoints,
             spread: !a.pin,
@@ -410,7 +482,11 @@ mod tests {
         assert!(plan(&["--keys", "0"]).is_err());
         assert!(plan(&["--op", "mixed:2"]).is_err());
         assert!(plan(&["--consistency", "weak"]).is_err());
-        assert!(plan(&["--endpoints", "https://127.0.0.1:7001"]).is_err());
+        assert!(
+            plan(&["--endpoints", "https://127.0.0.1:7001"]).is_err(),
+            "https needs --cacert"
+        );
+        assert!(plan(&["--endpoints", "ftp://127.0.0.1:7001"]).is_err());
         assert!(plan(&["--endpoints", "127.0.0.1:7001"]).is_err());
         let all_get = plan(&["--op", "get", "--consistency", "all"]).unwrap_err();
         assert!(all_get.contains("writes only"), "{all_get}");

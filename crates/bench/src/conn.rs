@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::args::Endpoint;
+use crate::args::{Endpoint, Tls};
 use crate::target::Response;
 
 /// A request that got no HTTP answer.
@@ -55,6 +55,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 pub struct Conn {
     endpoint: Endpoint,
+    tls: Option<Tls>,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Drives the connection's I/O; aborted when the connection is dropped.
     driver: Option<JoinHandle<()>>,
@@ -63,9 +64,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(endpoint: Endpoint) -> Conn {
+    /// A connection to `endpoint`; `tls` is used for an https:// one.
+    pub fn new(endpoint: Endpoint, tls: Option<Tls>) -> Conn {
         Conn {
             endpoint,
+            tls,
             sender: None,
             driver: None,
             opened: 0,
@@ -129,11 +132,30 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        self.driver = Some(tokio::spawn(async move {
-            // Its errors surface on the request that was in flight.
-            let _ = conn.await;
-        }));
+        // The connection's errors surface on the request that was in flight.
+        let (sender, driver) = match (&self.tls, ep.tls) {
+            (Some(Tls(tls)), true) => {
+                let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+                    .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.authority)))?;
+                let stream = tls
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| TransportError::Connect(format!("{}: TLS: {e}", ep.authority)))?;
+                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { drop(conn.await) }))
+            }
+            (None, true) => {
+                return Err(TransportError::Connect(format!(
+                    "{}: https without --cacert",
+                    ep.authority
+                )))
+            }
+            (_, false) => {
+                let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+                (sender, tokio::spawn(async move { drop(conn.await) }))
+            }
+        };
+        self.driver = Some(driver);
         self.opened += 1;
         Ok(sender)
     }
@@ -165,7 +187,7 @@ mod tests {
             .unwrap()
             .port();
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let mut conn = Conn::new(ep);
+        let mut conn = Conn::new(ep, None);
         let req = Request::new(Full::new(Bytes::new()));
         let err = conn.send(req, Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.kind(), "connect", "{err}");
@@ -179,7 +201,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         let ep = Endpoint::parse(&format!("http://{addr}")).unwrap();
-        let mut conn = Conn::new(ep.clone());
+        let mut conn = Conn::new(ep.clone(), None);
         for _ in 0..5 {
             let req = Request::builder()
                 .uri("/x")

@@ -43,7 +43,10 @@ use target::Target;
 /// Fails on bad flags, or when not one measured request succeeded.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let plan = Arc::new(Plan::try_from(args)?);
-    let target = Arc::new(Target::new(plan.target, workload::value(plan.value_size)));
+    let target = Arc::new(
+        Target::new(plan.target, workload::value(plan.value_size))
+            .with_token(plan.token.as_deref()),
+    );
     let shared = Arc::new(Shared::default());
     let progress = Progress::new(!plan.json && std::io::stderr().is_terminal());
     let interrupt = load::on_interrupt(shared.clone(), progress.clone());

@@ -109,7 +109,7 @@ pub async fn preload(
         );
         set.spawn(async move {
             let keys = KeySpace::new(plan.keys);
-            let mut conn = Conn::new(plan.endpoint_for(id).clone());
+            let mut conn = Conn::new(plan.endpoint_for(id).clone(), plan.tls.clone());
             let mut failed = 0u64;
             let mut n = id as u64;
             while n < keys.count() && !shared.stop.load(Relaxed) {
@@ -223,7 +223,7 @@ async fn connection(
     shared: Arc<Shared>,
     clock: Clock,
 ) -> Result<(Stats, Instant), BenchError> {
-    let mut conn = Conn::new(plan.endpoint_for(id).clone());
+    let mut conn = Conn::new(plan.endpoint_for(id).clone(), plan.tls.clone());
     let mut work = Workload::new(plan.op, KeySpace::new(plan.keys), seed(id));
     let mut stats = Stats::new()?;
     let mut last = clock.measure_start;

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 
 use crate::args::{Endpoint, TargetKind};
@@ -65,6 +65,8 @@ pub struct Target {
     value: Bytes,
     /// The value, base64-encoded once (etcd).
     value_b64: String,
+    /// `--token-file`, as an `Authorization` header.
+    auth: Option<hyper::header::HeaderValue>,
 }
 
 impl Target {
@@ -77,7 +79,14 @@ impl Target {
             kind,
             value,
             value_b64,
+            auth: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<&str>) -> Target {
+        self.auth = token.and_then(|t| format!("Bearer {t}").parse().ok());
+        self
     }
 
     /// The request for `op` on `key`; `level` is already the one for this op
@@ -90,7 +99,10 @@ impl Target {
         key: &str,
         level: ConsistencyLevel,
     ) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
-        let builder = Request::builder().header(HOST, ep.authority.as_str());
+        let mut builder = Request::builder().header(HOST, ep.authority.as_str());
+        if let Some(auth) = &self.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
         match self.kind {
             TargetKind::Quorumkv => {
                 let uri = format!("{}/v1/kv/{key}", ep.prefix);

@@ -139,11 +139,24 @@ async fn certificates_from_elsewhere_are_refused_at_the_handshake() {
             assert!(r.is_err(), "{what} reached the peer routes: {r:?}");
         }
         // Our own node certificate does get through, and then the cluster
-        // token is still required.
+        // token and the cluster id are still required.
         let node_cert = || https(&peer_ca, Some((&tls, "node-2-peer")));
         let r = probe(node_cert(), None).await.expect("handshake");
         assert_eq!(r.status(), 401);
-        let r = probe(node_cert(), Some(token)).await.expect("handshake");
+        let r = probe(node_cert(), Some(token.clone()))
+            .await
+            .expect("handshake");
+        assert_eq!(r.status(), 409, "and the cluster id");
+        let id_file = c.kit().data_dir(leader).unwrap().join("cluster-id");
+        let cluster = std::fs::read_to_string(id_file).expect("cluster-id");
+        let r = node_cert()
+            .post(format!("{peer_url}/raft/probe"))
+            .bearer_auth(token)
+            .header("x-quorumkv-cluster", cluster.trim())
+            .body(quorumkv::raft::encode(&()).unwrap())
+            .send()
+            .await
+            .expect("handshake");
         assert_eq!(r.status(), 200);
 
         let log = c.kit().log_tail(leader, 2000);
