@@ -14,8 +14,6 @@ use crate::raft::{NodeId, Raft};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("this node has no state and no --initial-cluster to form one")]
-    NoInitialCluster,
     #[error("initialising the cluster failed: {0}")]
     Initialize(String),
 }
@@ -32,7 +30,13 @@ pub async fn initialize_if_new(
         tracing::info!("resuming from existing state; --initial-cluster ignored");
         return Ok(());
     }
-    let members = initial_cluster.ok_or(BootstrapError::NoInitialCluster)?;
+    let Some(members) = initial_cluster else {
+        tracing::info!(
+            "no state and no --initial-cluster: waiting to be added to a cluster \
+             (POST /v1/cluster/members {{\"id\":..,\"peer_url\":..}} on any of its nodes)"
+        );
+        return Ok(());
+    };
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
         .map(|(id, addr)| (*id, BasicNode::new(addr)))

@@ -34,6 +34,14 @@ pub enum Error {
     Forbidden(String),
     #[error("cluster mismatch: {0}")]
     ClusterMismatch(String),
+    #[error("node {0} is not a member")]
+    MemberNotFound(u64),
+    #[error("{0}")]
+    MemberConflict(String),
+    #[error("learner {id} lags {} entries behind the leader; it may be promoted within {max}", .lag.map_or("an unknown number of".into(), |l| l.to_string()))]
+    LearnerLagging { id: u64, lag: Option<u64>, max: u64 },
+    #[error("refused: {0}")]
+    WouldLoseQuorum(String),
     #[error("the answer would exceed --max-response-bytes ({limit}): {what}")]
     ResponseTooLarge { what: String, limit: usize },
     #[error("node overloaded: {0}; retry shortly")]
@@ -127,7 +135,10 @@ impl Error {
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
-            ClusterMismatch(_) => StatusCode::CONFLICT,
+            ClusterMismatch(_) | MemberConflict(_) | LearnerLagging { .. } | WouldLoseQuorum(_) => {
+                StatusCode::CONFLICT
+            }
+            MemberNotFound(_) => StatusCode::NOT_FOUND,
             QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -167,6 +178,10 @@ impl Error {
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             ClusterMismatch(_) => "cluster_mismatch",
+            MemberNotFound(_) => "member_not_found",
+            MemberConflict(_) => "member_conflict",
+            LearnerLagging { .. } => "learner_lagging",
+            WouldLoseQuorum(_) => "would_lose_quorum",
             ResponseTooLarge { .. } => "response_too_large",
             Overloaded(_) => "overloaded",
             QuotaExceeded(_) => "quota_exceeded",

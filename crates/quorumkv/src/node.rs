@@ -12,7 +12,7 @@ use crate::api::{self, AppState};
 use crate::bootstrap::initialize_if_new;
 use crate::config::Config;
 use crate::listener;
-use crate::peer::cluster_id::ClusterId;
+use crate::peer::cluster_id::{ClusterId, ClusterIdCell};
 use crate::peer::PeerClient;
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
@@ -100,8 +100,9 @@ pub struct Node {
     pub config: Arc<Config>,
     pub raft: Raft,
     pub store: Arc<Store>,
-    /// `None` only for a node with no state and no --initial-cluster.
-    pub cluster_id: Option<ClusterId>,
+    /// Unknown only for a node with no state and no --initial-cluster, until
+    /// a leader adds it.
+    pub cluster_id: Arc<ClusterIdCell>,
 }
 
 impl Node {
@@ -145,12 +146,13 @@ impl Node {
             Some(id) => tracing::info!(cluster = %id, "cluster id"),
             None => tracing::info!("no cluster id yet: no state and no --initial-cluster"),
         }
+        let cluster_id = ClusterIdCell::new(config.data_dir.clone(), cluster_id);
         let peer_ip = config.peer_listen.ip();
         let peers = PeerClient::new(
             (!peer_ip.is_unspecified()).then_some(peer_ip),
             config.cluster_token.as_ref(),
             config.peer_tls.as_ref().map(|t| t.client.clone()),
-            cluster_id,
+            cluster_id.clone(),
         )?;
         let network = NetworkFactory {
             client: peers.clone(),
@@ -194,7 +196,7 @@ impl Node {
     /// The peer routes' router (`/raft/*`).
     pub fn peer_router(&self) -> axum::Router {
         let token = self.config.cluster_token.clone();
-        crate::peer::router::router(self.store.clone(), token, self.cluster_id)
+        crate::peer::router::router(self.store.clone(), token, self.cluster_id.clone())
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Options {
     pub auth_file: Option<String>,
     /// The bearer token of the cluster's own clients ([`LocalCluster::client`]).
     pub client_token: Option<String>,
+    /// Nodes beyond the founding ones (ids n+1 ..): ports and a data dir are
+    /// set aside, but they are not in `--initial-cluster` and do not run until
+    /// [`LocalCluster::start_spare`], which starts one to be added as a member.
+    pub spares: usize,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             tls: false,
             auth_file: None,
             client_token: None,
+            spares: 0,
         }
     }
 }
@@ -106,6 +111,8 @@ struct Node {
     ip: IpAddr,
     port: u16,
     peer_port: u16,
+    /// Started at least once: a founder, or a spare that was started.
+    started: AtomicBool,
     data_dir: PathBuf,
     log_path: PathBuf,
     proc: Mutex<Proc>,
@@ -185,17 +192,19 @@ impl LocalCluster {
             let path = dir.join("auth.toml");
             std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))?;
         }
-        let ports = (0..n)
+        let total = n + opts.spares;
+        let ports = (0..total)
             .map(|_| Ok::<_, Error>((free_port()?, free_port()?)))
             .collect::<Result<Vec<_>, _>>()?;
         let http = Client::http_tls(opts.request_timeout, tls.as_ref())?;
-        let nodes: Vec<Node> = (1..=n as NodeId)
+        let nodes: Vec<Node> = (1..=total as NodeId)
             .zip(ports)
             .map(|(id, (port, peer_port))| Node {
                 id,
                 ip: listen_ip(&opts, id),
                 port,
                 peer_port,
+                started: AtomicBool::new(id as usize <= n),
                 data_dir: dir.join(format!("node-{id}")),
                 log_path: dir.join(format!("node-{id}.log")),
                 proc: Mutex::new(Proc::Dead),
@@ -203,6 +212,7 @@ impl LocalCluster {
             .collect();
         let initial_cluster = nodes
             .iter()
+            .take(n)
             .map(|n| match opts.advertise.get(n.id as usize - 1) {
                 Some(url) => format!("{}={url}", n.id),
                 None => format!(
@@ -241,8 +251,24 @@ impl LocalCluster {
         self.ids().into_iter().any(clash)
     }
 
+    /// The founders and every spare started so far.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().map(|n| n.id).collect()
+        let started = |n: &&Node| n.started.load(Ordering::SeqCst);
+        self.nodes.iter().filter(started).map(|n| n.id).collect()
+    }
+
+    /// Spares never started yet ([`Options::spares`]).
+    pub fn spare_ids(&self) -> Vec<NodeId> {
+        let spare = |n: &&Node| !n.started.load(Ordering::SeqCst);
+        self.nodes.iter().filter(spare).map(|n| n.id).collect()
+    }
+
+    /// Starts spare `id` with an empty data dir and no `--initial-cluster`:
+    /// it waits to be added (`POST /v1/cluster/members` with its
+    /// [`LocalCluster::peer_url`]). Waits until it answers `/health`.
+    pub async fn start_spare(&self, id: NodeId) -> Result<(), Error> {
+        self.node(id)?.started.store(true, Ordering::SeqCst);
+        self.restart(id).await
     }
 
     pub fn others(&self, id: NodeId) -> Vec<NodeId> {
@@ -534,9 +560,11 @@ impl LocalCluster {
                 &SocketAddr::new(node.ip, node.peer_port).to_string(),
             ])
             .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(self.security_args(id))
+            .arg(&node.data_dir);
+        if self.is_founder(id) {
+            cmd.args(["--initial-cluster", &self.initial_cluster]);
+        }
+        cmd.args(self.security_args(id))
             .args(&self.opts.extra_args)
             .env("QKV_CLUSTER_TOKEN", &self.token)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
@@ -556,6 +584,13 @@ impl LocalCluster {
     /// [`Options::client_token`]: what the cluster's own clients present.
     pub fn client_token(&self) -> Option<&str> {
         self.opts.client_token.as_deref()
+    }
+
+    /// One of the nodes in `--initial-cluster` (not a spare).
+    fn is_founder(&self, id: NodeId) -> bool {
+        self.initial_cluster
+            .split(',')
+            .any(|m| m.split_once('=').is_some_and(|(i, _)| i == id.to_string()))
     }
 
     /// Where [`Options::auth_file`] was written.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod headers;
 pub mod kv;
+pub mod members;
 pub mod txn;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(kv::router())
         .merge(txn::router())
         .merge(cluster::router())
+        .merge(members::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());
     let client = client.layer(axum::middleware::from_fn_with_state(

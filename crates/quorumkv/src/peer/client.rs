@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::peer::auth::ClusterToken;
-use crate::peer::cluster_id::{self, ClusterId};
+use crate::peer::cluster_id::{self, ClusterIdCell};
 use crate::peer::messages::{Attempt, LeaderReply};
 use crate::raft::{decode, encode};
+use std::sync::Arc;
 
 /// Why a peer call failed, split the way callers must treat it.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,8 @@ pub struct PeerClient {
     http: reqwest::Client,
     /// `Authorization` for every call, when the cluster has a token.
     auth: Option<reqwest::header::HeaderValue>,
-    /// This node's cluster id, sent with every call.
-    cluster: Option<reqwest::header::HeaderValue>,
+    /// This node's cluster id, sent with every call once known.
+    cluster: Arc<ClusterIdCell>,
 }
 
 impl PeerClient {
@@ -43,7 +44,7 @@ impl PeerClient {
         source: Option<std::net::IpAddr>,
         token: Option<&ClusterToken>,
         tls: Option<rustls::ClientConfig>,
-        cluster: Option<ClusterId>,
+        cluster: Arc<ClusterIdCell>,
     ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = tls {
@@ -59,7 +60,7 @@ impl PeerClient {
         Ok(PeerClient {
             http,
             auth: token.map(ClusterToken::header_value),
-            cluster: cluster.and_then(|c| c.to_string().parse().ok()),
+            cluster,
         })
     }
 
@@ -77,8 +78,8 @@ impl PeerClient {
         if let Some(auth) = &self.auth {
             post = post.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
-        if let Some(cluster) = &self.cluster {
-            post = post.header(cluster_id::HEADER, cluster.clone());
+        if let Some(cluster) = self.cluster.get() {
+            post = post.header(cluster_id::HEADER, cluster.to_string());
         }
         let resp = post
             .timeout(timeout)

@@ -7,12 +7,17 @@
 //! Every founding node computes the same id from what they share: the
 //! SHA-256 of the sorted `--initial-cluster` and the cluster token. It is
 //! written to `<data-dir>/cluster-id` at first start and read from there
-//! afterwards, so later changes of the flags do not change it.
+//! afterwards, so later changes of the flags do not change it. A node started
+//! with no state and no `--initial-cluster` (to be added as a member) has no
+//! id yet: it adopts, and writes down, the id of the first peer request that
+//! passed the token check (the leader that added it).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -64,45 +69,97 @@ impl ClusterId {
         members: Option<&BTreeMap<NodeId, String>>,
         token: Option<&ClusterToken>,
     ) -> std::io::Result<Option<ClusterId>> {
-        let path = dir.join("cluster-id");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                return ClusterId::parse(text.trim()).map(Some).ok_or_else(|| {
-                    std::io::Error::other(format!("{}: not a cluster id", path.display()))
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(id) = Self::read(dir)? {
+            return Ok(Some(id));
         }
         let Some(members) = members else {
             return Ok(None);
         };
         let id = ClusterId::of(members, token);
+        id.write(dir)?;
+        Ok(Some(id))
+    }
+
+    fn read(dir: &Path) -> std::io::Result<Option<ClusterId>> {
+        let path = dir.join("cluster-id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => ClusterId::parse(text.trim()).map(Some).ok_or_else(|| {
+                std::io::Error::other(format!("{}: not a cluster id", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the id to `<dir>/cluster-id`, durably.
+    fn write(self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("cluster-id.tmp");
         let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{id}")?;
+        writeln!(f, "{self}")?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(Some(id))
+        std::fs::rename(&tmp, dir.join("cluster-id"))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// This node's cluster id: known from the start, or adopted once.
+#[derive(Debug)]
+pub struct ClusterIdCell {
+    dir: PathBuf,
+    id: OnceLock<ClusterId>,
+}
+
+impl ClusterIdCell {
+    pub fn new(dir: PathBuf, id: Option<ClusterId>) -> Arc<ClusterIdCell> {
+        let cell = OnceLock::new();
+        if let Some(id) = id {
+            let _ = cell.set(id);
+        }
+        Arc::new(ClusterIdCell { dir, id: cell })
+    }
+
+    pub fn get(&self) -> Option<ClusterId> {
+        self.id.get().copied()
+    }
+
+    /// Takes `id` as this node's, written to disk first.
+    fn adopt(&self, id: ClusterId) -> std::io::Result<ClusterId> {
+        if let Some(ours) = self.get() {
+            return Ok(ours);
+        }
+        id.write(&self.dir)?;
+        tracing::info!(cluster = %id, "joined cluster {id}");
+        Ok(*self.id.get_or_init(|| id))
     }
 }
 
 /// Middleware of the peer routes: a request from another cluster is refused
 /// (409 cluster_mismatch) and logged, once per hundred.
 pub async fn require_same_cluster(
-    State(ours): State<Option<ClusterId>>,
+    State(cell): State<Arc<ClusterIdCell>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(ours) = ours else {
-        return next.run(req).await;
-    };
     let theirs = req
         .headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(ClusterId::parse);
+    let ours = match (cell.get(), theirs) {
+        (Some(ours), _) => ours,
+        (None, Some(theirs)) => match cell.adopt(theirs) {
+            Ok(ours) => ours,
+            Err(e) => {
+                return Error::Storage(format!("writing the cluster id: {e}")).into_response()
+            }
+        },
+        (None, None) => {
+            return Error::ClusterMismatch(
+                "neither this node nor the request has a cluster id".into(),
+            )
+            .into_response()
+        }
+    };
     if theirs == Some(ours) {
         return next.run(req).await;
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::WriteOutcome;
 use crate::error::{Error, WireError};
-use crate::raft::{LogId, SnapshotMeta, Vote};
+use crate::raft::{LogId, NodeId, SnapshotMeta, Vote};
 
 /// The `/raft/<path>` of each call; the router and the callers share them.
 pub mod path {
@@ -28,6 +28,10 @@ pub mod path {
     pub const WAIT_APPLIED: &str = "wait_applied";
     /// A follower asks another voter about its leader and log (`()` -> [`ProbeReply`]).
     pub const PROBE: &str = "probe";
+    /// A follower hands a membership change to the leader ([`MemberChange`] -> [`MembersReply`]).
+    pub const MEMBERS: &str = "members";
+    /// openraft: the leader hands leadership to this node.
+    pub const TRANSFER_LEADER: &str = "transfer_leader";
 }
 
 /// The answer of a call only the leader can serve.
@@ -96,6 +100,33 @@ pub struct Probe {
 }
 
 pub type ProbeReply = Result<Probe, WireError>;
+
+/// `/raft/members`: a membership change (or just the list), run by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    List,
+    AddLearner { id: NodeId, peer_url: String },
+    Promote { id: NodeId },
+    Remove { id: NodeId },
+}
+
+/// One member as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub peer_url: String,
+    /// A voter; else a learner.
+    pub voter: bool,
+    pub leader: bool,
+    /// The last log index known to be on it.
+    pub matched_index: Option<u64>,
+    /// Entries it lacks of the leader's log.
+    pub lag: Option<u64>,
+    /// Milliseconds since it last acknowledged the leader.
+    pub last_ack_ms: Option<u64>,
+}
+
+pub type MembersReply = LeaderReply<Vec<MemberInfo>>;
 
 /// The whole-snapshot message of `/raft/snapshot`.
 #[derive(Serialize, Deserialize)]

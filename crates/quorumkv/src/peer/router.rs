@@ -19,10 +19,11 @@ use serde::Serialize;
 use crate::command::Write;
 use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
-use crate::peer::cluster_id::{require_same_cluster, ClusterId};
-use crate::peer::messages::{path, FullSnapshot, WaitApplied};
+use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
+use crate::peer::messages::{path, FullSnapshot, MemberChange, MembersReply, WaitApplied};
 use crate::raft::{
-    decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, Vote, VoteRequest,
+    decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, TransferLeaderRequest,
+    Vote, VoteRequest,
 };
 use crate::store::Store;
 
@@ -34,7 +35,7 @@ type Peer = State<Arc<Store>>;
 pub fn router(
     store: Arc<Store>,
     token: Option<ClusterToken>,
-    cluster: Option<ClusterId>,
+    cluster: Arc<ClusterIdCell>,
 ) -> Router {
     let route = |p: &str| format!("/raft/{p}");
     // A snapshot is sent whole, one buffer (bounded only by the data: not yet
@@ -50,6 +51,8 @@ pub fn router(
         .route(&route(path::READ_INDEX), post(read_index))
         .route(&route(path::WAIT_APPLIED), post(wait_applied))
         .route(&route(path::PROBE), post(probe))
+        .route(&route(path::MEMBERS), post(members))
+        .route(&route(path::TRANSFER_LEADER), post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(snapshot)
         .with_state(store);
@@ -164,6 +167,20 @@ async fn read_index(State(store): Peer, body: Body) -> Result<Response, Error> {
 async fn wait_applied(State(store): Peer, body: Body) -> Result<Response, Error> {
     let req: WaitApplied = parse(body)?;
     Ok(reply(&store.follower_wait_applied(req).await))
+}
+
+async fn members(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let change: MemberChange = parse(body)?;
+    let answer: MembersReply = store.leader_members(change).await.into();
+    Ok(reply(&answer))
+}
+
+async fn transfer_leader(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let req: TransferLeaderRequest = parse(body)?;
+    let res = store.raft.handle_transfer_leader(req).await;
+    Ok(reply(&res.map_err(
+        openraft::error::RaftError::<crate::raft::TypeConfig>::Fatal,
+    )))
 }
 
 async fn probe(State(store): Peer, body: Body) -> Result<Response, Error> {

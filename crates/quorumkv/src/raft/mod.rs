@@ -50,6 +50,8 @@ pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfi
 pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
 pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
 pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
+pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
+pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
 
 /// A storage error that says what failed: `"<what>: <cause>"`, keeping the
 /// cause's kind when it is an `io::Error`.

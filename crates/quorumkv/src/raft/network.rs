@@ -15,7 +15,8 @@ use crate::peer::messages::{path, FullSnapshot};
 use crate::peer::{CallError, PeerClient};
 use crate::raft::{
     AppendEntriesRequest, AppendEntriesResponse, Fatal, NodeId, Snapshot, SnapshotData,
-    SnapshotResponse, TypeConfig, Vote, VoteRequest, VoteResponse,
+    SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, TypeConfig, Vote, VoteRequest,
+    VoteResponse,
 };
 
 /// What every `/raft/*` route for openraft's messages answers: the peer's
@@ -120,6 +121,16 @@ impl RaftNetworkV2<TypeConfig> for Network {
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError<TypeConfig>> {
         self.rpc(path::PRE_VOTE, &rpc, &option).await
+    }
+
+    /// The leader hands leadership to the target (a leader being removed does
+    /// this first, so the cluster does not wait for an election timeout).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse, RPCError<TypeConfig>> {
+        self.rpc(path::TRANSFER_LEADER, &req, &option).await
     }
 
     /// Sends the whole snapshot in one request (they are single buffers here).

@@ -16,6 +16,8 @@
 mod failover;
 mod proposer;
 pub use proposer::QueueBounds;
+mod members;
+pub use members::MAX_PROMOTE_LAG;
 mod quota;
 mod read;
 mod rounds;

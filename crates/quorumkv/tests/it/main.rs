@@ -13,6 +13,7 @@ mod http;
 mod idempotency;
 mod kv;
 mod limits;
+mod members;
 mod money;
 mod slow_clients;
 mod tls;

@@ -1,0 +1,267 @@
+//! Membership changes, as etcd's `member add/promote/remove`: a new node
+//! joins as a learner (it receives the log but does not vote), is promoted to
+//! voter once it has caught up, and any member, the leader included, can be
+//! removed. Every change runs on the leader (a follower forwards it,
+//! `/raft/members`) through openraft's joint consensus, one at a time.
+//!
+//! Refused with a clear error before anything is proposed: an unknown id
+//! (404), a duplicate id or peer URL, a promotion of a learner that lags, a
+//! removal that would leave no voter or leave the new configuration without
+//! a quorum of voters the leader has heard from lately, and a change while
+//! another is still in flight (409).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+
+use crate::error::Error;
+use crate::peer::messages::{path, MemberChange, MemberInfo};
+use crate::peer::Attempt;
+use crate::raft::{NodeId, RaftMetrics};
+use crate::store::{fatal, Store};
+
+/// A learner at most this many entries behind the leader's log may be promoted.
+pub const MAX_PROMOTE_LAG: u64 = 100;
+
+impl Store {
+    /// Runs `change` on the leader (forwarded when this node is not it) and
+    /// returns the members as the leader sees them afterwards.
+    pub async fn members(&self, change: MemberChange) -> Result<Vec<MemberInfo>, Error> {
+        self.on_leader(|leader, m| {
+            let change = change.clone();
+            async move {
+                if leader == self.id {
+                    return self.leader_members(change).await;
+                }
+                let addr = Self::addr_of(&m, leader)
+                    .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+                let wait = self.config.leader_wait + self.config.election_timeout.1 * 4;
+                self.peers
+                    .call_leader(&addr, path::MEMBERS, &change, wait, Error::ForwardFailed)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// `change`, run here on the leader (`Retry` if this node does not lead).
+    pub async fn leader_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<Attempt<Vec<MemberInfo>>, Error> {
+        let m = self.metrics();
+        if !Self::is_leader(&m) {
+            return Ok(Attempt::Retry);
+        }
+        let membership = m.membership_config.membership();
+        let is_voter = |id: NodeId| membership.voter_ids().any(|v| v == id);
+        let known = |id: NodeId| membership.get_node(&id).is_some();
+        let result = match change {
+            MemberChange::List => return Ok(Attempt::Done(self.member_list(&m))),
+            MemberChange::AddLearner { id, peer_url } => {
+                let peer_url = peer_url.trim().trim_end_matches('/').to_owned();
+                self.check_new_member(&m, id, &peer_url)?;
+                tracing::info!(id, %peer_url, "adding a learner");
+                self.raft
+                    .add_learner(id, BasicNode::new(peer_url), false)
+                    .await
+            }
+            MemberChange::Promote { id } => {
+                if !known(id) {
+                    return Err(Error::MemberNotFound(id));
+                }
+                if is_voter(id) {
+                    return Err(Error::MemberConflict(format!(
+                        "node {id} is already a voter"
+                    )));
+                }
+                let lag = lag_of(&m, id);
+                if lag.is_none_or(|lag| lag > MAX_PROMOTE_LAG) {
+                    return Err(Error::LearnerLagging {
+                        id,
+                        lag,
+                        max: MAX_PROMOTE_LAG,
+                    });
+                }
+                tracing::info!(id, "promoting a learner to voter");
+                let ids = BTreeSet::from([id]);
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+            }
+            MemberChange::Remove { id } => {
+                if !known(id) {
+                    return Err(Error::MemberNotFound(id));
+                }
+                let ids = BTreeSet::from([id]);
+                if is_voter(id) {
+                    self.check_quorum_without(&m, id)?;
+                    if id == self.id {
+                        // Hand over first: the new leader then removes this node.
+                        self.hand_over(&m).await?;
+                        return Ok(Attempt::Retry);
+                    }
+                    tracing::info!(id, "removing a voter");
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                        .await
+                } else {
+                    tracing::info!(id, "removing a learner");
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(ids), false)
+                        .await
+                }
+            }
+        };
+        match result {
+            Ok(_) => Ok(Attempt::Done(self.member_list(&self.metrics()))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(Attempt::Retry),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Error::MemberConflict(match e {
+                    ChangeMembershipError::InProgress(p) => format!(
+                        "another membership change is still in flight ({p}); retry when it has committed"
+                    ),
+                    other => other.to_string(),
+                }))
+            }
+            Err(RaftError::APIError(e)) => Err(Error::Internal(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
+        }
+    }
+
+    /// A new member's id and URL: not taken, and of this cluster's scheme.
+    fn check_new_member(&self, m: &RaftMetrics, id: NodeId, peer_url: &str) -> Result<(), Error> {
+        if id == 0 {
+            return Err(Error::InvalidBody("a node id is a positive integer".into()));
+        }
+        let scheme = if self.config.peer_tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        if !peer_url.starts_with(scheme) || peer_url.len() == scheme.len() {
+            return Err(Error::InvalidBody(format!(
+                "peer URL {peer_url:?} must start with {scheme} (the scheme of this cluster's peers)"
+            )));
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_some() {
+            return Err(Error::MemberConflict(format!(
+                "node {id} is already a member"
+            )));
+        }
+        if let Some((other, _)) = membership.nodes().find(|(_, n)| n.addr == peer_url) {
+            return Err(Error::MemberConflict(format!(
+                "peer URL {peer_url} is already node {other}'s"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses to remove voter `id` when the voters left would be none, or
+    /// fewer than a quorum of them have answered the leader lately (etcd's
+    /// strict reconfiguration check): the cluster would stop.
+    fn check_quorum_without(&self, m: &RaftMetrics, id: NodeId) -> Result<(), Error> {
+        let left: Vec<NodeId> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|&v| v != id)
+            .collect();
+        if left.is_empty() {
+            return Err(Error::WouldLoseQuorum(format!(
+                "node {id} is the last voter"
+            )));
+        }
+        let recent = self.config.election_timeout.1 * 2;
+        let active = left
+            .iter()
+            .filter(|&&v| v == self.id || ack_age(m, v).is_some_and(|age| age <= recent))
+            .count();
+        let quorum = left.len() / 2 + 1;
+        if active < quorum {
+            return Err(Error::WouldLoseQuorum(format!(
+                "without node {id}, {active} of the {} remaining voters answer; a quorum needs {quorum}",
+                left.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Transfers leadership to the most up-to-date other voter and waits
+    /// until this node no longer leads.
+    async fn hand_over(&self, m: &RaftMetrics) -> Result<(), Error> {
+        let to = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|&v| v != self.id)
+            .max_by_key(|&v| (matched(m, v), std::cmp::Reverse(v)))
+            .ok_or_else(|| Error::WouldLoseQuorum("no other voter to hand over to".into()))?;
+        tracing::info!(to, "removing the leader: handing leadership over first");
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(fatal)?;
+        let wait = self.config.election_timeout.1 * 4;
+        let me = self.id;
+        self.raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another leader",
+            )
+            .await
+            .map_err(|_| Error::NoLeader(wait))?;
+        Ok(())
+    }
+
+    /// Every member with its role, and as the leader sees it, its replication.
+    fn member_list(&self, m: &RaftMetrics) -> Vec<MemberInfo> {
+        let membership = m.membership_config.membership();
+        membership
+            .nodes()
+            .map(|(&id, node)| MemberInfo {
+                id,
+                peer_url: node.addr.clone(),
+                voter: membership.voter_ids().any(|v| v == id),
+                leader: m.current_leader == Some(id),
+                matched_index: matched(m, id),
+                lag: lag_of(m, id),
+                last_ack_ms: ack_age(m, id).map(|d| d.as_millis() as u64),
+            })
+            .collect()
+    }
+}
+
+fn matched(m: &RaftMetrics, id: NodeId) -> Option<u64> {
+    if id == m.id {
+        return m.last_log_index;
+    }
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id))
+        .and_then(|l| l.map(|l| l.index))
+}
+
+/// Entries between the leader's last log and `id`'s.
+fn lag_of(m: &RaftMetrics, id: NodeId) -> Option<u64> {
+    let last = m.last_log_index.unwrap_or(0);
+    matched(m, id).map(|i| last.saturating_sub(i))
+}
+
+/// How long since `id` last acknowledged the leader (zero for the leader itself).
+fn ack_age(m: &RaftMetrics, id: NodeId) -> Option<Duration> {
+    if id == m.id {
+        return Some(Duration::ZERO);
+    }
+    use openraft::Instant as _;
+    m.heartbeat
+        .as_ref()
+        .and_then(|h| h.get(&id))
+        .and_then(|at| at.as_ref())
+        .map(|at| at.elapsed())
+}

@@ -1,0 +1,224 @@
+//! Membership changes on a real cluster: a new node joins as a learner,
+//! catches up, is promoted; a follower and then the leader are removed (the
+//! leader hands over first); every refusal is a clear 4xx; no acknowledged
+//! write is lost along the way.
+
+use std::time::Instant;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{secs, within, Cluster, NodeId, Options, POLL};
+use crate::http::Resp;
+
+async fn members_call(c: &Cluster, on: NodeId, method: Method, path: &str, body: Value) -> Resp {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    c.call(
+        on,
+        method,
+        path,
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+fn member(list: &Value, id: NodeId) -> Option<&Value> {
+    list["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+#[track_caller]
+fn refused(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.error_code(), code, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_joins_is_promoted_and_members_leave_the_leader_last() {
+    within(secs(180), async {
+        let opts = Options {
+            spares: 1,
+            ..Options::default()
+        };
+        let c = Cluster::start_opts(3, opts).await;
+        let leader = c.leader(secs(10)).await;
+        let follower = c.others(leader)[0];
+        let mut last = 0;
+        for i in 0..50 {
+            last = c
+                .put_ok(leader, &format!("before/{i}"), format!("v{i}"))
+                .await;
+        }
+
+        // Node 4 starts empty, with no --initial-cluster, and is added
+        // through a follower.
+        c.kit().start_spare(4).await.expect("start node 4");
+        let url4 = c.kit().peer_url(4).unwrap();
+        let path = "/v1/cluster/members";
+        let add = json!({"id": 4, "peer_url": url4});
+        let r = members_call(&c, follower, Method::POST, path, add.clone())
+            .await
+            .expect(201);
+        let m4 = member(&r.json(), 4).cloned().expect("node 4 listed");
+        assert_eq!(m4["voter"], false, "{m4}");
+
+        // Refusals: the same id or URL again, an unknown id, a bad body.
+        let r = members_call(&c, leader, Method::POST, path, add).await;
+        refused(&r, 409, "member_conflict");
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            path,
+            json!({"id": 9, "peer_url": url4}),
+        )
+        .await;
+        refused(&r, 409, "member_conflict");
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            path,
+            json!({"id": 9, "peer_url": "ftp://x"}),
+        )
+        .await;
+        refused(&r, 400, "invalid_body");
+        let r = members_call(&c, leader, Method::POST, path, json!({"ident": 9})).await;
+        refused(&r, 400, "invalid_body");
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            "/v1/cluster/members/9/promote",
+            Value::Null,
+        )
+        .await;
+        refused(&r, 404, "member_not_found");
+        let r = members_call(
+            &c,
+            leader,
+            Method::DELETE,
+            "/v1/cluster/members/9",
+            Value::Null,
+        )
+        .await;
+        refused(&r, 404, "member_not_found");
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            "/v1/cluster/members/x/promote",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{r:?}");
+
+        // The learner catches up by itself, then is promoted.
+        c.read_at_least(4, "before/49", last).await.expect(200);
+        let deadline = Instant::now() + secs(20);
+        let promoted = loop {
+            let r = members_call(
+                &c,
+                leader,
+                Method::POST,
+                "/v1/cluster/members/4/promote",
+                Value::Null,
+            )
+            .await;
+            if r.status == 200 {
+                break r.json();
+            }
+            refused(&r, 409, "learner_lagging");
+            assert!(Instant::now() < deadline, "never caught up: {r:?}");
+            tokio::time::sleep(POLL).await;
+        };
+        assert_eq!(member(&promoted, 4).unwrap()["voter"], true, "{promoted}");
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            "/v1/cluster/members/4/promote",
+            Value::Null,
+        )
+        .await;
+        refused(&r, 409, "member_conflict");
+        let index = c.put_ok(4, "after/promote", "four voters").await;
+        c.read_at_least(4, "after/promote", index).await.expect(200);
+
+        // Remove a follower, then the leader (it hands over first).
+        let gone = c.others(leader).into_iter().find(|&id| id != 4).unwrap();
+        let r = members_call(
+            &c,
+            leader,
+            Method::DELETE,
+            &format!("{path}/{gone}"),
+            Value::Null,
+        )
+        .await
+        .expect(200);
+        assert!(member(&r.json(), gone).is_none(), "{:?}", r.json());
+        let r = members_call(
+            &c,
+            4,
+            Method::DELETE,
+            &format!("{path}/{leader}"),
+            Value::Null,
+        )
+        .await
+        .expect(200);
+        let list = r.json();
+        assert!(member(&list, leader).is_none(), "{list}");
+        let voters: Vec<NodeId> = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["voter"] == true)
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(voters.len(), 2, "{list}");
+        assert!(voters.contains(&4), "{list}");
+        let new_leader = c
+            .kit()
+            .leader_among(&voters, secs(20))
+            .await
+            .expect("a leader");
+        assert_ne!(new_leader, leader);
+        let log = c.kit().log_tail(leader, 2000);
+        assert!(log.contains("handing leadership over first"), "{log}");
+
+        // Every acknowledged write is on both remaining voters.
+        let index = c.put_ok(new_leader, "after/removals", "two voters").await;
+        for &id in &voters {
+            c.read_at_least(id, "after/removals", index)
+                .await
+                .expect(200);
+            for i in [0, 49] {
+                let r = c
+                    .get(id, &format!("before/{i}"), "eventual")
+                    .await
+                    .expect(200);
+                assert_eq!(r.text(), format!("v{i}"));
+            }
+        }
+
+        // With the other voter dead, removing the leader would leave no
+        // quorum: refused.
+        let other = *voters.iter().find(|&&v| v != new_leader).unwrap();
+        c.kill9(other);
+        tokio::time::sleep(secs(2)).await;
+        let r = members_call(
+            &c,
+            new_leader,
+            Method::DELETE,
+            &format!("{path}/{new_leader}"),
+            Value::Null,
+        )
+        .await;
+        refused(&r, 409, "would_lose_quorum");
+    })
+    .await;
+}
