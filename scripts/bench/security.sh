@@ -36,7 +36,12 @@ export QKV_CLUSTER_DIR="$WORK/cluster"
 export QKV_BASE_PORT="${SEC_BASE_PORT:-17501}"
 CLUSTER="$ROOT/scripts/cluster.sh"
 cleanup() {
+    local rc=$?
     "$CLUSTER" down --wipe >/dev/null 2>&1 || true
+    if ((rc != 0)) && [[ -s "$WORK/bench.stderr" ]]; then
+        printf '\nbench stderr (last lines):\n' >&2
+        tail -n 20 "$WORK/bench.stderr" >&2
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,7 +63,9 @@ url() {
 }
 
 leader() {
-    "$CLUSTER" status | sed -n 's/^node \([0-9]\).*state=Leader.*/\1/p' | head -n 1
+    local status
+    status="$("$CLUSTER" status || true)"
+    sed -n 's/^node \([0-9]\).*state=Leader.*/\1/p' <<<"$status" | head -n 1
 }
 
 results="$WORK/results.tsv"
@@ -100,7 +107,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
         else
             "$CLUSTER" up >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
         fi
-        l="$(leader)"
+        # The same leader twice, half a second apart (the first elections may
+        # still be settling right after `up`).
+        l=""
+        for _ in $(seq 40); do
+            a="$(leader)"
+            sleep 0.5
+            b="$(leader)"
+            if [[ -n "$a" && "$a" == "$b" ]]; then
+                l="$a"
+                break
+            fi
+        done
+        [[ -n "$l" ]] || { printf 'no stable leader within 20 s\n' >&2; exit 1; }
         f=1
         [[ "$l" == 1 ]] && f=2
         preload "$mode" "$(url "$l")"
