@@ -111,6 +111,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
 
+    /// Bound on a whole client request, its body included (a client that
+    /// trickles a body holds nothing for long): 408 request_timeout past it.
+    /// Must exceed --leader-wait-ms + --read-wait-ms + --all-wait-ms.
+    #[arg(long, env = "QKV_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+
     /// Interval of leader heartbeats, in milliseconds.
     #[arg(long, env = "QKV_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
@@ -242,6 +248,7 @@ pub struct Config {
     pub peer_tls: Option<PeerTls>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
     pub all_wait: Duration,
     pub idempotency: Policy,
     /// Bounds of the leader's queue of writes waiting for a proposal.
@@ -344,6 +351,11 @@ impl TryFrom<ServeArgs> for Config {
         if a.max_connections < 16 || a.header_read_timeout_ms == 0 {
             return invalid(
                 "--max-connections must be at least 16 and --header-read-timeout-ms at least 1",
+            );
+        }
+        if a.request_timeout_ms <= a.leader_wait_ms + a.read_wait_ms + a.all_wait_ms {
+            return invalid(
+                "--request-timeout-ms must exceed --leader-wait-ms + --read-wait-ms + --all-wait-ms",
             );
         }
         if a.max_key_bytes == 0 || a.max_value_bytes == 0 {
@@ -490,6 +502,7 @@ impl TryFrom<ServeArgs> for Config {
             peer_tls,
             max_connections: a.max_connections,
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
             quota_bytes: a.quota_bytes,
             write_queue: QueueBounds {

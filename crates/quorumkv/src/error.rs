@@ -44,6 +44,10 @@ pub enum Error {
     WouldLoseQuorum(String),
     #[error("the answer would exceed --max-response-bytes ({limit}): {what}")]
     ResponseTooLarge { what: String, limit: usize },
+    #[error(
+        "request not answered within --request-timeout-ms ({0:?}); a write's outcome is unknown"
+    )]
+    RequestTimeout(Duration),
     #[error("node overloaded: {0}; retry shortly")]
     Overloaded(String),
     #[error("quota exceeded: {0}; deletes and reads still work")]
@@ -139,6 +143,7 @@ impl Error {
                 StatusCode::CONFLICT
             }
             MemberNotFound(_) => StatusCode::NOT_FOUND,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -184,6 +189,7 @@ impl Error {
             WouldLoseQuorum(_) => "would_lose_quorum",
             ResponseTooLarge { .. } => "response_too_large",
             Overloaded(_) => "overloaded",
+            RequestTimeout(_) => "request_timeout",
             QuotaExceeded(_) => "quota_exceeded",
             MethodNotAllowed(_) => "method_not_allowed",
             PreconditionFailed { .. } => "precondition_failed",

@@ -141,3 +141,52 @@ async fn a_flooded_client_port_does_not_starve_raft() {
     })
     .await;
 }
+
+/// A client that sends its headers at once and then trickles the body is cut
+/// off at --request-timeout-ms with a JSON 408, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_body_times_out_with_408() {
+    within(secs(60), async {
+        let c = Cluster::start_with(
+            1,
+            &[
+                "--request-timeout-ms",
+                "2000",
+                "--leader-wait-ms",
+                "500",
+                "--read-wait-ms",
+                "500",
+                "--all-wait-ms",
+                "500",
+            ],
+        )
+        .await;
+        let id = c.leader(secs(10)).await;
+        let mut s = connect(c.kit().listen_addr(id).expect("addr")).await;
+        s.write_all(b"PUT /v1/kv/trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            .await
+            .expect("headers");
+        let started = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let _ = s.write_all(b"x").await;
+            match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}}") {
+                        break;
+                    }
+                }
+                Err(_) => {}
+            }
+            assert!(started.elapsed() < secs(20), "no answer to a trickled body");
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"request_timeout\""), "{text}");
+        assert_eq!(c.get(id, "trickle", "strong").await.status, 404);
+    })
+    .await;
+}
