@@ -213,7 +213,12 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let node = Node::open(config).await?;
     let (app, peer_app) = (node.router(), node.peer_router());
-    let Node { config, raft, .. } = node;
+    let Node {
+        config,
+        raft,
+        store,
+        ..
+    } = node;
     let clients = bind(config.listen).await?;
     let peers = bind(config.peer_listen).await?;
     tracing::info!(
@@ -234,9 +239,14 @@ pub async fn run(
     let core = raft.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = core_stopped(core) => {}
+        let signalled = tokio::select! {
+            () = shutdown => true,
+            () = core_stopped(core) => false,
+        };
+        if signalled {
+            // Still serving meanwhile: requests in flight finish on the new
+            // leader (a write is forwarded to it).
+            store.hand_over_if_leader().await;
         }
         let _ = stop_tx.send(true);
     });

@@ -399,6 +399,35 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGTERM, then waits up to `timeout` for the node to exit by itself;
+    /// returns its exit status. The node is dead afterwards.
+    pub async fn terminate(&self, id: NodeId, timeout: Duration) -> Result<ExitStatus, Error> {
+        let pid = self.pid(id)?;
+        signal(pid, "TERM")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut proc = lock(&self.node(id)?.proc);
+                let exited = match &mut *proc {
+                    Proc::Running(c) | Proc::Stopped(c) => c.try_wait().ok().flatten(),
+                    Proc::Dead => return Err(self.wrong_state(id, NodeState::Dead, "running")),
+                };
+                if let Some(status) = exited {
+                    *proc = Proc::Dead;
+                    return Ok(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                let what = format!("node {id} exiting after SIGTERM");
+                return Err(Error::Timeout {
+                    what,
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// SIGSTOP: the process freezes with its sockets open.
     pub fn stop(&self, id: NodeId) -> Result<(), Error> {
         self.flip(id, NodeState::Running, "STOP", Proc::Stopped)

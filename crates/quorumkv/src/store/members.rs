@@ -190,6 +190,25 @@ impl Store {
         Ok(())
     }
 
+    /// On SIGTERM: a leader hands leadership to the most up-to-date other
+    /// voter before it stops, so the cluster does not wait an election
+    /// timeout for a new one. A failure is logged; the node stops anyway.
+    pub async fn hand_over_if_leader(&self) {
+        let m = self.metrics();
+        let others = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v != self.id);
+        if !Self::is_leader(&m) || !others {
+            return;
+        }
+        match self.hand_over(&m).await {
+            Ok(()) => tracing::info!("shutting down: leadership handed over"),
+            Err(e) => tracing::warn!("shutting down: could not hand leadership over: {e}"),
+        }
+    }
+
     /// Transfers leadership to the most up-to-date other voter and waits
     /// until this node no longer leads.
     async fn hand_over(&self, m: &RaftMetrics) -> Result<(), Error> {
@@ -200,7 +219,7 @@ impl Store {
             .filter(|&v| v != self.id)
             .max_by_key(|&v| (matched(m, v), std::cmp::Reverse(v)))
             .ok_or_else(|| Error::WouldLoseQuorum("no other voter to hand over to".into()))?;
-        tracing::info!(to, "removing the leader: handing leadership over first");
+        tracing::info!(to, "handing leadership over first");
         self.raft
             .trigger()
             .transfer_leader(to)

@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod idempotency;
 mod kv;
+mod lifecycle;
 mod limits;
 mod members;
 mod money;
