@@ -11,6 +11,7 @@
 //! tls.rs                rustls configs from PEM files: client listener, mutual TLS between peers
 //! certs.rs              `quorumkv certs`: a throwaway CA and node/client certificates (rcgen)
 //! bootstrap.rs          form a fresh cluster from --initial-cluster
+//! backup.rs             backups: GET /v1/snapshot's framing, `quorumkv snapshot save|restore`
 //! kv.rs                 Key, Versioned value, size limits
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
 //! store/                reads and writes at a consistency level; leader forwarding
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod api;
+pub mod backup;
 pub mod bootstrap;
 pub mod certs;
 pub mod command;

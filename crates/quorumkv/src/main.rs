@@ -25,9 +25,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Fetch a consistent backup (GET /v1/snapshot) from the first endpoint
+    /// that answers, check its checksum, and write it to FILE.
+    Save(quorumkv::backup::SaveArgs),
+    /// Write a new node's data dir from a backup, with the new cluster's
+    /// --initial-cluster as its members; restore every node of the new
+    /// cluster from the same file, then start them with the same flags.
+    Restore(quorumkv::backup::RestoreArgs),
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run one node of a cluster.
     Serve(Box<ServeArgs>),
+    /// Back up a running cluster, or seed a new node from a backup.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Make a throwaway CA and certificates for a local or test cluster
     /// (peer and client CAs, node-N and client certificates) in --out.
     Certs(CertsArgs),
@@ -66,6 +80,18 @@ async fn main() -> anyhow::Result<()> {
             quorumkv::node::run(config, shutdown_signal())
                 .await
                 .context("node failed")?;
+        }
+        Cmd::Snapshot(SnapshotCmd::Save(args)) => {
+            let done = quorumkv::backup::save(&args)
+                .await
+                .context("snapshot save")?;
+            println!("{done}");
+        }
+        Cmd::Snapshot(SnapshotCmd::Restore(args)) => {
+            let done = quorumkv::backup::restore(&args)
+                .await
+                .context("snapshot restore")?;
+            println!("{done}");
         }
         Cmd::Certs(args) => {
             quorumkv::certs::run(&args).context("certs")?;

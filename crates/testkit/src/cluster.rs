@@ -64,6 +64,9 @@ pub struct Options {
     /// set aside, but they are not in `--initial-cluster` and do not run until
     /// [`LocalCluster::start_spare`], which starts one to be added as a member.
     pub spares: usize,
+    /// A backup (`quorumkv snapshot save`) every founding node is restored
+    /// from (`quorumkv snapshot restore`) before its first start.
+    pub restore_from: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             auth_file: None,
             client_token: None,
             spares: 0,
+            restore_from: None,
         }
     }
 }
@@ -239,6 +243,11 @@ impl LocalCluster {
             tls,
             http,
         };
+        if let Some(backup) = &cluster.opts.restore_from {
+            for id in cluster.ids() {
+                cluster.restore(id, backup)?;
+            }
+        }
         for id in cluster.ids() {
             cluster.spawn(id)?;
         }
@@ -613,6 +622,37 @@ impl LocalCluster {
     /// [`Options::client_token`]: what the cluster's own clients present.
     pub fn client_token(&self) -> Option<&str> {
         self.opts.client_token.as_deref()
+    }
+
+    /// `quorumkv snapshot restore` into node `id`'s data dir.
+    fn restore(&self, id: NodeId, backup: &Path) -> Result<(), Error> {
+        let node = self.node(id)?;
+        let out = Command::new(&self.bin)
+            .args(["snapshot", "restore"])
+            .arg(backup)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args([
+                "--id",
+                &id.to_string(),
+                "--initial-cluster",
+                &self.initial_cluster,
+            ])
+            .output()
+            .map_err(Error::io(format!(
+                "run {} snapshot restore",
+                self.bin.display()
+            )))?;
+        if !out.status.success() {
+            return Err(Error::Io {
+                what: format!(
+                    "snapshot restore of node {id}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                source: std::io::Error::other("restore failed"),
+            });
+        }
+        Ok(())
     }
 
     /// One of the nodes in `--initial-cluster` (not a spare).

@@ -13,6 +13,7 @@ use crate::raft::NodeId;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/cluster", get(cluster))
+        .route("/v1/snapshot", get(snapshot))
         .route("/health", get(health))
         .route("/ready", get(ready))
 }
@@ -111,6 +112,34 @@ async fn cluster(
             Vec::new()
         },
     }))
+}
+
+/// `GET /v1/snapshot` (admin): a backup of this node's state machine, as of
+/// the index in `X-Raft-Index`, framed with its SHA-256 (`quorumkv snapshot
+/// save` fetches and checks it).
+async fn snapshot(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<axum::response::Response, Error> {
+    use axum::response::IntoResponse;
+    caller.require(Role::Admin)?;
+    let snapshot = crate::backup::take(&state.store).await?;
+    let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
+    let (bytes, sum) =
+        crate::backup::frame(&snapshot).map_err(|e| Error::Internal(e.to_string()))?;
+    let head = crate::api::headers::Head::new()
+        .raft_index(index)
+        .into_map();
+    let sum = crate::backup::hex(&sum);
+    Ok((
+        head,
+        [
+            ("content-type", "application/octet-stream".to_owned()),
+            ("x-checksum-sha256", sum),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// 200 while the process and its Raft core run; 503 once the core stopped

@@ -249,7 +249,7 @@ impl Store {
     }
 }
 
-pub(crate) fn fatal(e: crate::raft::Fatal) -> Error {
+pub fn fatal(e: crate::raft::Fatal) -> Error {
     match e {
         openraft::error::Fatal::Stopped => Error::ShuttingDown,
         other => Error::Storage(other.to_string()),

@@ -3,6 +3,7 @@
 
 mod attack;
 mod auth;
+mod backup;
 mod bad_txn;
 mod conditional;
 mod consistency;
