@@ -21,6 +21,7 @@ pub enum BootstrapError {
 pub async fn initialize_if_new(
     raft: &Raft,
     initial_cluster: Option<&BTreeMap<NodeId, String>>,
+    joining: bool,
 ) -> Result<(), BootstrapError> {
     let initialized = raft
         .is_initialized()
@@ -31,6 +32,9 @@ pub async fn initialize_if_new(
         return Ok(());
     }
     let Some(members) = initial_cluster else {
+        if joining {
+            return Ok(());
+        }
         tracing::info!(
             "no state and no --initial-cluster: waiting to be added to a cluster \
              (POST /v1/cluster/members {{\"id\":..,\"peer_url\":..}} on any of its nodes)"

@@ -54,6 +54,22 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
 
+    /// Join a running cluster instead of founding one: peer URLs of some of
+    /// its members (comma-separated). The node asks them to add it as a
+    /// learner, then asks to be promoted to voter once it has caught up.
+    /// Used only when the data dir holds no state yet.
+    #[arg(
+        long,
+        env = "QKV_JOIN",
+        value_delimiter = ',',
+        conflicts_with = "initial_cluster"
+    )]
+    pub join: Vec<String>,
+
+    /// With --join: stay a learner (receive the log, never vote).
+    #[arg(long, env = "QKV_LEARNER", requires = "join")]
+    pub learner: bool,
+
     /// The cluster's shared secret, sent with every peer request and required of
     /// every request to /raft/*. Prefer --cluster-token-file: a flag's value
     /// shows in `ps`. At least 16 visible ASCII characters; the same on every node.
@@ -229,6 +245,9 @@ pub struct Config {
     pub advertise_client: String,
     pub data_dir: PathBuf,
     pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    /// `--join`'s peer URLs (empty: not joining).
+    pub join: Vec<String>,
+    pub learner: bool,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
     pub snapshot_every: u64,
@@ -476,6 +495,13 @@ impl TryFrom<ServeArgs> for Config {
             advertise_client,
             data_dir: a.data_dir,
             initial_cluster,
+            join: a
+                .join
+                .iter()
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            learner: a.learner,
             heartbeat: Duration::from_millis(a.heartbeat_ms),
             election_timeout: (
                 Duration::from_millis(a.election_timeout_min_ms),

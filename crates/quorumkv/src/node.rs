@@ -45,6 +45,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("--join: {0}")]
+    Join(String),
 }
 
 impl From<sled::Error> for NodeError {
@@ -217,7 +219,7 @@ pub async fn run(
         config,
         raft,
         store,
-        ..
+        cluster_id,
     } = node;
     let clients = bind(config.listen).await?;
     let peers = bind(config.peer_listen).await?;
@@ -230,7 +232,22 @@ pub async fn run(
         config.peer_listen
     );
 
-    initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
+    let fresh = !raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let joining = fresh && !config.join.is_empty();
+    initialize_if_new(&raft, config.initial_cluster.as_ref(), joining).await?;
+    if joining {
+        store
+            .join(&config.join, &cluster_id)
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?;
+        if !config.learner {
+            let store = store.clone();
+            tokio::spawn(async move { store.promote_when_caught_up().await });
+        }
+    }
     tokio::spawn(reload_auth_on_sighup(config.auth.clone()));
 
     // A Raft core that stopped on its own (a storage error, a bug) leaves a

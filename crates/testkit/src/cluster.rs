@@ -117,6 +117,8 @@ struct Node {
     peer_port: u16,
     /// Started at least once: a founder, or a spare that was started.
     started: AtomicBool,
+    /// Flags of this node alone (a spare's `--join`), after the common ones.
+    own_args: Mutex<Vec<String>>,
     data_dir: PathBuf,
     log_path: PathBuf,
     proc: Mutex<Proc>,
@@ -209,6 +211,7 @@ impl LocalCluster {
                 port,
                 peer_port,
                 started: AtomicBool::new(id as usize <= n),
+                own_args: Mutex::new(Vec::new()),
                 data_dir: dir.join(format!("node-{id}")),
                 log_path: dir.join(format!("node-{id}.log")),
                 proc: Mutex::new(Proc::Dead),
@@ -276,8 +279,30 @@ impl LocalCluster {
     /// it waits to be added (`POST /v1/cluster/members` with its
     /// [`LocalCluster::peer_url`]). Waits until it answers `/health`.
     pub async fn start_spare(&self, id: NodeId) -> Result<(), Error> {
-        self.node(id)?.started.store(true, Ordering::SeqCst);
+        self.start_spare_with(id, &[]).await
+    }
+
+    /// [`LocalCluster::start_spare`] with flags of its own (e.g. `--join`),
+    /// kept for its restarts.
+    pub async fn start_spare_with(&self, id: NodeId, args: &[String]) -> Result<(), Error> {
+        let node = self.node(id)?;
+        node.started.store(true, Ordering::SeqCst);
+        *node.own_args.lock().unwrap_or_else(|e| e.into_inner()) = args.to_vec();
         self.restart(id).await
+    }
+
+    /// Deletes a dead node's data dir (a lost disk).
+    pub fn wipe(&self, id: NodeId) -> Result<(), Error> {
+        let node = self.node(id)?;
+        let state = self.state(id)?;
+        if state != NodeState::Dead {
+            return Err(self.wrong_state(id, state, "dead"));
+        }
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("wipe {}", node.data_dir.display()))(e)),
+        }
     }
 
     pub fn others(&self, id: NodeId) -> Vec<NodeId> {
@@ -602,8 +627,14 @@ impl LocalCluster {
         if self.is_founder(id) {
             cmd.args(["--initial-cluster", &self.initial_cluster]);
         }
+        let own = node
+            .own_args
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         cmd.args(self.security_args(id))
             .args(&self.opts.extra_args)
+            .args(own)
             .env("QKV_CLUSTER_TOKEN", &self.token)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -29,6 +29,8 @@ use crate::raft::NodeId;
 
 /// The header every peer request carries.
 pub const HEADER: &str = "x-quorumkv-cluster";
+/// The one peer route open to a node of no cluster yet (with the token).
+const JOIN_PATH: &str = "/raft/join";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterId(pub u64);
@@ -123,7 +125,7 @@ impl ClusterIdCell {
     }
 
     /// Takes `id` as this node's, written to disk first.
-    fn adopt(&self, id: ClusterId) -> std::io::Result<ClusterId> {
+    pub fn adopt(&self, id: ClusterId) -> std::io::Result<ClusterId> {
         if let Some(ours) = self.get() {
             return Ok(ours);
         }
@@ -140,6 +142,10 @@ pub async fn require_same_cluster(
     req: Request,
     next: Next,
 ) -> Response {
+    // A node asking to join has no cluster id yet (the token was checked).
+    if req.uri().path() == JOIN_PATH {
+        return next.run(req).await;
+    }
     let theirs = req
         .headers()
         .get(HEADER)

@@ -32,6 +32,9 @@ pub mod path {
     pub const MEMBERS: &str = "members";
     /// openraft: the leader hands leadership to this node.
     pub const TRANSFER_LEADER: &str = "transfer_leader";
+    /// A new node asks to be added as a learner ([`JoinRequest`] -> [`JoinReply`]).
+    /// The one route that takes a request without a cluster id.
+    pub const JOIN: &str = "join";
 }
 
 /// The answer of a call only the leader can serve.
@@ -127,6 +130,16 @@ pub struct MemberInfo {
 }
 
 pub type MembersReply = LeaderReply<Vec<MemberInfo>>;
+
+/// `/raft/join`: add me, `id`, reachable at `peer_url`, as a learner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: NodeId,
+    pub peer_url: String,
+}
+
+/// The cluster's id (hex) and its members after the join, or why not.
+pub type JoinReply = Result<(String, Vec<MemberInfo>), WireError>;
 
 /// The whole-snapshot message of `/raft/snapshot`.
 #[derive(Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,9 @@ use crate::command::Write;
 use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
-use crate::peer::messages::{path, FullSnapshot, MemberChange, MembersReply, WaitApplied};
+use crate::peer::messages::{
+    path, FullSnapshot, JoinReply, JoinRequest, MemberChange, MembersReply, WaitApplied,
+};
 use crate::raft::{
     decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, TransferLeaderRequest,
     Vote, VoteRequest,
@@ -52,11 +54,13 @@ pub fn router(
         .route(&route(path::WAIT_APPLIED), post(wait_applied))
         .route(&route(path::PROBE), post(probe))
         .route(&route(path::MEMBERS), post(members))
+        .route(&route(path::JOIN), post(join))
         .route(&route(path::TRANSFER_LEADER), post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(snapshot)
         .with_state(store);
     crate::api::with_json_fallbacks(routes)
+        .layer(Extension(cluster.clone()))
         .layer(middleware::from_fn_with_state(
             cluster,
             require_same_cluster,
@@ -172,6 +176,50 @@ async fn wait_applied(State(store): Peer, body: Body) -> Result<Response, Error>
 async fn members(State(store): Peer, body: Body) -> Result<Response, Error> {
     let change: MemberChange = parse(body)?;
     let answer: MembersReply = store.leader_members(change).await.into();
+    Ok(reply(&answer))
+}
+
+/// A new node asks to be added as a learner. Asking again with the same id
+/// and URL (a joiner restarted mid-way) is not an error.
+async fn join(
+    State(store): Peer,
+    Extension(cluster): Extension<Arc<ClusterIdCell>>,
+    body: Body,
+) -> Result<Response, Error> {
+    let req: JoinRequest = parse(body)?;
+    let Some(id) = cluster.get() else {
+        return Err(Error::ClusterMismatch(
+            "this node is in no cluster yet; ask a member".into(),
+        ));
+    };
+    let change = MemberChange::AddLearner {
+        id: req.id,
+        peer_url: req.peer_url.clone(),
+    };
+    let result = match store.members(change).await {
+        Ok(members) => Ok(members),
+        // Here or forwarded from the leader.
+        Err(e) if e.code() == "member_conflict" => {
+            let members = store.members(MemberChange::List).await?;
+            match members.iter().find(|m| m.id == req.id) {
+                // A learner that asks again (restarted mid-join): nothing to do.
+                Some(m) if !m.voter && m.peer_url == req.peer_url => Ok(members),
+                // A node with no state under a voter's id lost that voter's
+                // log and vote: it must not take its place.
+                Some(m) if m.voter => Err(Error::MemberConflict(format!(
+                    "node {} is already a voter of this cluster and a joining node has no state: \
+                     if its disk was lost, remove it first (DELETE /v1/cluster/members/{}, \
+                     or scripts/cluster.sh replace {}), then join again",
+                    m.id, m.id, m.id
+                ))),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let answer: JoinReply = result
+        .map(|members| (id.to_string(), members))
+        .map_err(|e| e.to_wire());
     Ok(reply(&answer))
 }
 

@@ -17,13 +17,17 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::error::Error;
-use crate::peer::messages::{path, MemberChange, MemberInfo};
+use crate::peer::cluster_id::{ClusterId, ClusterIdCell};
+use crate::peer::messages::{path, JoinReply, JoinRequest, MemberChange, MemberInfo};
 use crate::peer::Attempt;
 use crate::raft::{NodeId, RaftMetrics};
 use crate::store::{fatal, Store};
 
 /// A learner at most this many entries behind the leader's log may be promoted.
 pub const MAX_PROMOTE_LAG: u64 = 100;
+
+/// How long a joining node waits for an answer to one join request.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Runs `change` on the leader (forwarded when this node is not it) and
@@ -188,6 +192,71 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// `--join`: asks the members at `urls`, in turn, to add this node as a
+    /// learner, and adopts the cluster id they answer with. A refusal (the
+    /// id is a voter's, the URL another node's) is returned; unreachable
+    /// members are retried for up to a minute.
+    pub async fn join(&self, urls: &[String], cluster: &ClusterIdCell) -> Result<(), Error> {
+        let req = JoinRequest {
+            id: self.id,
+            peer_url: self.config.advertise_peer.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            for url in urls {
+                match self
+                    .peers
+                    .call::<_, JoinReply>(url, path::JOIN, &req, JOIN_TIMEOUT)
+                    .await
+                {
+                    Ok(Ok((id, members))) => {
+                        let id = ClusterId::parse(&id).ok_or_else(|| {
+                            Error::Internal(format!("{url} sent cluster id {id:?}"))
+                        })?;
+                        cluster
+                            .adopt(id)
+                            .map_err(|e| Error::Storage(format!("writing the cluster id: {e}")))?;
+                        tracing::info!(via = %url, members = members.len(), "joined the cluster as a learner");
+                        return Ok(());
+                    }
+                    Ok(Err(refused)) if refused.status < 500 && refused.code != "no_leader" => {
+                        return Err(Error::Remote(refused));
+                    }
+                    Ok(Err(e)) => last = format!("{url}: {}", e.message),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(Error::ForwardFailed(format!(
+            "no member added this node within 60 s; last: {last}"
+        )))
+    }
+
+    /// After `--join` (without `--learner`): asks for promotion to voter
+    /// until it is granted, while the learner catches up.
+    pub async fn promote_when_caught_up(&self) {
+        loop {
+            match self.members(MemberChange::Promote { id: self.id }).await {
+                Ok(_) => {
+                    tracing::info!("promoted to voter");
+                    return;
+                }
+                Err(Error::Remote(w))
+                    if w.code == "member_conflict" && w.message.contains("already a voter") =>
+                {
+                    return
+                }
+                Err(Error::MemberConflict(m)) if m.contains("already a voter") => return,
+                Err(e) if e.code() == "learner_lagging" => {}
+                Err(Error::ShuttingDown) => return,
+                Err(e) => tracing::warn!("asking for promotion: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// On SIGTERM: a leader hands leadership to the most up-to-date other

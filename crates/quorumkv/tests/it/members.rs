@@ -222,3 +222,77 @@ async fn a_learner_joins_is_promoted_and_members_leave_the_leader_last() {
     })
     .await;
 }
+
+/// Polls `/v1/cluster/members` on `on` until `id` is listed with `voter`.
+async fn wait_member(c: &Cluster, on: NodeId, id: NodeId, voter: bool) -> Value {
+    let deadline = Instant::now() + secs(30);
+    loop {
+        let r = members_call(c, on, Method::GET, "/v1/cluster/members", Value::Null).await;
+        if r.status == 200 {
+            let list = r.json();
+            if member(&list, id).is_some_and(|m| m["voter"] == voter) {
+                return list;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never became voter={voter}: {r:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `serve --join`: a node joins by itself and is promoted once caught up;
+/// with `--learner` it stays a learner; and a voter whose disk was wiped
+/// cannot rejoin under its id: it exits saying what to run.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_join_by_themselves_and_a_wiped_voter_is_refused() {
+    within(secs(180), async {
+        let opts = Options {
+            spares: 2,
+            ..Options::default()
+        };
+        let c = Cluster::start_opts(3, opts).await;
+        let leader = c.leader(secs(10)).await;
+        let mut last = 0;
+        for i in 0..30 {
+            last = c.put_ok(leader, &format!("j/{i}"), "v").await;
+        }
+        let peers = [1, 2, 3].map(|id| c.kit().peer_url(id).unwrap()).join(",");
+        let join = |extra: &[&str]| {
+            let mut args = vec!["--join".to_owned(), peers.clone()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        };
+        c.kit()
+            .start_spare_with(4, &join(&[]))
+            .await
+            .expect("node 4 joins");
+        wait_member(&c, leader, 4, true).await;
+        c.read_at_least(4, "j/29", last).await.expect(200);
+        c.kit()
+            .start_spare_with(5, &join(&["--learner"]))
+            .await
+            .expect("node 5 joins");
+        wait_member(&c, leader, 5, false).await;
+        tokio::time::sleep(secs(2)).await;
+        wait_member(&c, leader, 5, false).await;
+        let index = c.put_ok(5, "j/via-learner", "forwarded").await;
+        c.read_at_least(5, "j/via-learner", index).await.expect(200);
+
+        // Node 4 loses its disk and comes back under its id: refused.
+        c.kill9(4);
+        c.kit().wipe(4).expect("wipe");
+        let err = c
+            .kit()
+            .restart(4)
+            .await
+            .expect_err("a wiped voter rejoined");
+        let text = err.to_string() + &c.kit().log_tail(4, 400);
+        assert!(text.contains("already a voter"), "{text}");
+        assert!(text.contains("cluster.sh replace 4"), "{text}");
+        // The cluster is unaffected.
+        c.put_ok(leader, "j/after", "fine").await;
+    })
+    .await;
+}
