@@ -3,6 +3,7 @@
 #
 # Usage: scripts/cluster.sh up [--secure] | down [--wipe] | status
 #                           | kill ID | start ID | pause ID | resume ID | logs ID
+#                           | add ID | remove ID | replace ID
 #
 # Environment:
 #   QKV_BASE_PORT     first client port (default 7001); nodes 1,2,3 use base, base+1, base+2
@@ -19,7 +20,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROG="scripts/cluster.sh"
-NODES=(1 2 3)
+FOUNDERS=(1 2 3)
 HOST=127.0.0.1
 
 usage() {
@@ -41,8 +42,12 @@ commands:
   pause ID      kill -STOP node ID
   resume ID     kill -CONT node ID
   logs ID       tail node ID's log (follows when stdout is a terminal)
+  add ID        start a new node ID (4-9) empty with --join: it is added as a
+                learner and promoted to voter once it has caught up
+  remove ID     remove member ID (a leader hands over first), stop it, delete its data
+  replace ID    remove ID, then add it back empty as a new member (a lost disk)
 
-ID is one of: ${NODES[*]}
+ID is one of 1-9: nodes 1-3 found the cluster; others join with `add`.
 env: QKV_BASE_PORT (default 7001), QKV_CLUSTER_DIR (default $ROOT/.cluster),
      QKV_NODE_ARGS (extra serve flags), QKV_UP_TIMEOUT (20), QKV_STOP_TIMEOUT (5)
 EOF
@@ -68,6 +73,16 @@ abs_path() {
 DIR="$(abs_path "${QKV_CLUSTER_DIR:-$ROOT/.cluster}")"
 DIR="${DIR%/}"
 [[ -n "$DIR" ]] || die "QKV_CLUSTER_DIR must not be /"
+
+# The nodes of this cluster: the founders, but those removed (DIR/nodeN.removed),
+# and every node added since (DIR/nodeN.args).
+NODES=()
+for n in 1 2 3 4 5 6 7 8 9; do
+    [[ -f "$DIR/node$n.removed" ]] && continue
+    if [[ " ${FOUNDERS[*]} " == *" $n "* || -f "$DIR/node$n.args" ]]; then
+        NODES+=("$n")
+    fi
+done
 
 BASE_PORT="${QKV_BASE_PORT:-7001}"
 if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1 || BASE_PORT > 64533)); then
@@ -126,18 +141,16 @@ node_url() {
 
 initial_cluster() {
     local n out=""
-    for n in "${NODES[@]}"; do
+    for n in "${FOUNDERS[@]}"; do
         out+="${out:+,}$n=$(env_peer_url "$n")"
     done
     printf '%s\n' "$out"
 }
 
 check_id() {
-    local id="${1:-}" n
-    for n in "${NODES[@]}"; do
-        [[ "$id" == "$n" ]] && return 0
-    done
-    printf '%s: invalid node ID %s (expected one of: %s)\n\n' "$PROG" "'$id'" "${NODES[*]}" >&2
+    local id="${1:-}"
+    [[ "$id" =~ ^[1-9]$ ]] && return 0
+    printf '%s: invalid node ID %s (expected 1-9)\n\n' "$PROG" "'$id'" >&2
     usage
 }
 
@@ -307,6 +320,11 @@ ensure_secure() {
 
 serve_args() {
     local id="$1" url peer
+    shift
+    # The way in: --initial-cluster for a founder, or what the caller gives
+    # (`add`: --join URLS).
+    local -a way_in=("$@")
+    ((${#way_in[@]} > 0)) || way_in=(--initial-cluster "$(initial_cluster)")
     url="$(env_url "$id")"
     peer="$(env_peer_url "$id")"
     local -a extra=()
@@ -323,7 +341,7 @@ serve_args() {
     fi
     printf '%s\0' serve --id "$id" --listen "${url#*://}" --advertise-client "$url" \
         --peer-listen "${peer#*://}" "${secure[@]}" \
-        --data-dir "$(data_dir "$id")" --initial-cluster "$(initial_cluster)" \
+        --data-dir "$(data_dir "$id")" "${way_in[@]}" \
         --cluster-token-file "$(token_file)" "${extra[@]}"
 }
 
@@ -445,7 +463,12 @@ cmd_up() {
         fi
         warn_stale_membership "$n"
         local -a args
-        mapfile -d '' -t args < <(serve_args "$n")
+        if [[ " ${FOUNDERS[*]} " != *" $n "* && -f "$(args_file "$n")" ]]; then
+            # A node added with `add`: it resumes with the flags it joined with.
+            mapfile -d '' -t args <"$(args_file "$n")"
+        else
+            mapfile -d '' -t args < <(serve_args "$n")
+        fi
         launch "$n" "${args[@]}"
         started=$((started + 1))
     done
@@ -536,7 +559,7 @@ cmd_down() {
             rm -rf "$(data_dir "$n")"
             rm -f "$(log_file "$n")" "$(args_file "$n")"
         done
-        rm -f "$(token_file)" "$(auth_file)" "$(admin_token_file)"
+        rm -f "$(token_file)" "$(auth_file)" "$(admin_token_file)" "$DIR"/node*.removed
         rm -rf "$(tls_dir)"
         rmdir "$DIR" 2>/dev/null || true
         info "cluster down; data, logs and pid files in $DIR removed"
@@ -570,6 +593,18 @@ cmd_status() {
             printf 'node %s  %-22s  %-24s  unreachable\n' "$n" "$url" "$proc"
         fi
     done
+    local via
+    if via="$(other_live_url 0)" && body="$(http_get "$via/v1/cluster/members" 2)"; then
+        info "members (as the leader sees them):"
+        local re='"id":([0-9]+),"peer_url":"([^"]*)","voter":(true|false),"leader":(true|false),"matched_index":([0-9]+|null),"lag":([0-9]+|null)'
+        while [[ "$body" =~ $re ]]; do
+            local role=learner
+            [[ "${BASH_REMATCH[3]}" == true ]] && role=voter
+            [[ "${BASH_REMATCH[4]}" == true ]] && role="voter, leader"
+            printf '  %s  %-24s  %-14s  lag=%s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$role" "${BASH_REMATCH[6]}"
+            body="${body#*"${BASH_REMATCH[0]}"}"
+        done
+    fi
 }
 
 cmd_kill() {
@@ -609,6 +644,85 @@ cmd_start() {
         tail -n 20 "$(log_file "$id")" >&2
         exit 1
     fi
+}
+
+# `METHOD URL` with this cluster's curl options; prints the body, fails on non-2xx.
+http_call() {
+    local -a opts
+    mapfile -d '' -t opts < <(curl_opts)
+    curl -fsS "${opts[@]}" --connect-timeout 1 --max-time 30 -X "$1" "$2"
+}
+
+# Client URL of a live node other than $1.
+other_live_url() {
+    local n
+    for n in "${NODES[@]}"; do
+        [[ "$n" == "$1" ]] && continue
+        if live_pid "$n" >/dev/null && http_get "$(node_url "$n")/health" 1 >/dev/null; then
+            node_url "$n"
+            return 0
+        fi
+    done
+    return 1
+}
+
+cmd_add() {
+    local id="$1" via peers="" n
+    live_pid "$id" >/dev/null && die "node $id is already running"
+    via="$(other_live_url "$id")" || die "no running node to join: start the cluster first ($PROG up)"
+    [[ -x "$BIN" ]] || ensure_built
+    ensure_token
+    if http_get "$via/v1/cluster/members" 2 | grep -q "\"id\":$id,"; then
+        die "node $id is already a member; '$PROG replace $id' gives it a fresh start"
+    fi
+    for n in "${NODES[@]}"; do
+        [[ "$n" == "$id" ]] && continue
+        live_pid "$n" >/dev/null && peers+="${peers:+,}$(env_peer_url "$n")"
+    done
+    rm -rf "$(data_dir "$id")"
+    rm -f "$DIR/node$id.removed"
+    local -a args
+    mapfile -d '' -t args < <(serve_args "$id" --join "$peers")
+    launch "$id" "${args[@]}"
+    info "node $id: joining through $peers; waiting up to 60s to become a voter..."
+    local deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        if ! live_pid "$id" >/dev/null; then
+            printf '%s: node %s exited; log tail:\n' "$PROG" "$id" >&2
+            tail -n 20 "$(log_file "$id")" >&2
+            exit 1
+        fi
+        if http_get "$via/v1/cluster/members" 2 | grep -q "\"id\":$id,[^}]*\"voter\":true"; then
+            info "node $id: a voter ($(node_url "$id"))"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "node $id did not become a voter within 60s (see $(log_file "$id"))"
+}
+
+cmd_remove() {
+    local id="$1" via pid
+    via="$(other_live_url "$id")" || die "no other running node to ask"
+    http_call DELETE "$via/v1/cluster/members/$id" >/dev/null ||
+        die "removing node $id was refused (see the message above)"
+    info "node $id: removed from the cluster"
+    if pid="$(live_pid "$id")"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + STOP_TIMEOUT))
+        while is_node_pid "$id" "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+        is_node_pid "$id" "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$(data_dir "$id")"
+    rm -f "$(pid_file "$id")" "$(args_file "$id")"
+    mkdir -p "$DIR"
+    : >"$DIR/node$id.removed"
+    info "node $id: stopped, data deleted"
+}
+
+cmd_replace() {
+    cmd_remove "$1"
+    cmd_add "$1"
 }
 
 cmd_pause() {
@@ -652,7 +766,7 @@ main() {
         shift
         cmd_down "$@"
         ;;
-    kill | start | pause | resume | logs)
+    kill | start | pause | resume | logs | add | remove | replace)
         [[ $# -eq 2 ]] || usage
         check_id "$2"
         "cmd_$cmd" "$2"
