@@ -555,11 +555,12 @@ cmd_down() {
     ((${#pids[@]} > 0)) || info "no running nodes"
 
     if ((wipe)); then
-        for n in "${NODES[@]}"; do
+        # Every node ever here, removed ones included: 1-9.
+        for n in 1 2 3 4 5 6 7 8 9; do
             rm -rf "$(data_dir "$n")"
-            rm -f "$(log_file "$n")" "$(args_file "$n")"
+            rm -f "$(log_file "$n")" "$(args_file "$n")" "$(pid_file "$n")" "$DIR/node$n.removed"
         done
-        rm -f "$(token_file)" "$(auth_file)" "$(admin_token_file)" "$DIR"/node*.removed
+        rm -f "$(token_file)" "$(auth_file)" "$(admin_token_file)"
         rm -rf "$(tls_dir)"
         rmdir "$DIR" 2>/dev/null || true
         info "cluster down; data, logs and pid files in $DIR removed"
