@@ -183,16 +183,25 @@ pub async fn save(args: &SaveArgs) -> Result<String, BackupError> {
             }
         };
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| BackupError::Http(format!("{url}: {e}")))?;
+        let body = match resp.bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                failures.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             failures.push(format!("{url}: {status}: {text}"));
             continue;
         }
-        let snapshot = unframe(&body)?;
+        let snapshot = match unframe(&body) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
         write_atomically(&args.file, &body)?;
         let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
         let sum = hex(&body[body.len() - TRAILER..]);

@@ -156,8 +156,20 @@ impl Command {
     }
 
     /// A stable 64-bit fingerprint (FNV-1a of the encoding) for idempotency checks.
+    /// The answer bound a transaction carries is the taking node's setting,
+    /// not part of what was asked: a retry through another node matches.
     pub fn fingerprint(&self) -> u64 {
-        let bytes = bincode::serialize(self).unwrap_or_default();
+        let bytes = match self {
+            Command::Txn(t) if t.max_get_bytes.is_some() => {
+                let asked = Command::Txn(Txn {
+                    max_get_bytes: None,
+                    ..t.clone()
+                });
+                bincode::serialize(&asked)
+            }
+            _ => bincode::serialize(self),
+        }
+        .unwrap_or_default();
         bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         })

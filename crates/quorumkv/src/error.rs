@@ -38,6 +38,8 @@ pub enum Error {
     MemberNotFound(u64),
     #[error("{0}")]
     MemberConflict(String),
+    #[error("{0}")]
+    MemberUnverified(String),
     #[error("learner {id} lags {} entries behind the leader; it may be promoted within {max}", .lag.map_or("an unknown number of".into(), |l| l.to_string()))]
     LearnerLagging { id: u64, lag: Option<u64>, max: u64 },
     #[error("refused: {0}")]
@@ -139,9 +141,11 @@ impl Error {
             | InvalidBody(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
-            ClusterMismatch(_) | MemberConflict(_) | LearnerLagging { .. } | WouldLoseQuorum(_) => {
-                StatusCode::CONFLICT
-            }
+            ClusterMismatch(_)
+            | MemberConflict(_)
+            | MemberUnverified(_)
+            | LearnerLagging { .. }
+            | WouldLoseQuorum(_) => StatusCode::CONFLICT,
             MemberNotFound(_) => StatusCode::NOT_FOUND,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -185,6 +189,7 @@ impl Error {
             ClusterMismatch(_) => "cluster_mismatch",
             MemberNotFound(_) => "member_not_found",
             MemberConflict(_) => "member_conflict",
+            MemberUnverified(_) => "member_unverified",
             LearnerLagging { .. } => "learner_lagging",
             WouldLoseQuorum(_) => "would_lose_quorum",
             ResponseTooLarge { .. } => "response_too_large",

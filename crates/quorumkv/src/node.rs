@@ -238,17 +238,18 @@ pub async fn run(
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let joining = fresh && !config.join.is_empty();
     initialize_if_new(&raft, config.initial_cluster.as_ref(), joining).await?;
+    tokio::spawn(reload_auth_on_sighup(config.auth.clone()));
     if joining {
         store
             .join(&config.join, &cluster_id)
             .await
             .map_err(|e| NodeError::Join(e.to_string()))?;
-        if !config.learner {
-            let store = store.clone();
-            tokio::spawn(async move { store.promote_when_caught_up().await });
-        }
     }
-    tokio::spawn(reload_auth_on_sighup(config.auth.clone()));
+    if !config.join.is_empty() && !config.learner {
+        // Also after a restart mid-way: a voter already is one and stops at once.
+        let store = store.clone();
+        tokio::spawn(async move { store.promote_when_caught_up().await });
+    }
 
     // A Raft core that stopped on its own (a storage error, a bug) leaves a
     // node that can serve nothing: exit non-zero so a supervisor restarts it

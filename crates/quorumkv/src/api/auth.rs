@@ -132,7 +132,12 @@ struct AuthFile {
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
     name: String,
-    secret: String,
+    /// One secret, or several (`secrets`) while one is being rotated: all
+    /// are the same token, with one idempotency-key space.
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
     role: Role,
     #[serde(default)]
     prefixes: Vec<String>,
@@ -171,9 +176,23 @@ fn parse(text: &str) -> Result<Tokens, String> {
         if !names.insert(t.name.clone()) {
             return Err(format!("token name {:?} appears twice", t.name));
         }
-        if t.secret.len() < MIN_SECRET || !t.secret.bytes().all(|b| b.is_ascii_graphic()) {
+        let secrets: Vec<String> = t.secret.iter().chain(&t.secrets).cloned().collect();
+        if secrets.is_empty() {
+            return Err(format!("token {:?}: give `secret` (or `secrets`)", t.name));
+        }
+        if secrets
+            .iter()
+            .any(|s| s.len() < MIN_SECRET || !s.bytes().all(|b| b.is_ascii_graphic()))
+        {
             return Err(format!(
                 "token {:?}: a secret is at least {MIN_SECRET} visible ASCII characters",
+                t.name
+            ));
+        }
+        if t.role == Role::Admin && !t.prefixes.is_empty() {
+            return Err(format!(
+                "token {:?}: an admin token acts on the whole cluster (members, backups of every key); \
+                 give prefixes to read and write tokens only",
                 t.name
             ));
         }
@@ -183,19 +202,21 @@ fn parse(text: &str) -> Result<Tokens, String> {
                 t.name
             ));
         }
-        let principal = Principal {
+        let principal = Arc::new(Principal {
             name: t.name.clone(),
             role: t.role,
             prefixes: t.prefixes,
-        };
-        if tokens
-            .insert(digest(t.secret.as_bytes()), Arc::new(principal))
-            .is_some()
-        {
-            return Err(format!(
-                "token {:?} has the secret of another token",
-                t.name
-            ));
+        });
+        for secret in secrets {
+            if tokens
+                .insert(digest(secret.as_bytes()), principal.clone())
+                .is_some()
+            {
+                return Err(format!(
+                    "token {:?} has a secret given twice or to another token",
+                    t.name
+                ));
+            }
         }
     }
     if tokens.is_empty() {
@@ -365,6 +386,8 @@ mod tests {
             "[[token]]\nname='a'\nsecret='0123456789abcdef'\nrole='read'\n[[token]]\nname='a'\nsecret='0123456789abcdeg'\nrole='read'",
             "[[token]]\nname='a'\nsecret='0123456789abcdef'\nrole='read'\n[[token]]\nname='b'\nsecret='0123456789abcdef'\nrole='read'",
             "[[token]]\nname='a'\nsecret='0123456789abcdef'\nrole='read'\nextra=1",
+            "[[token]]\nname='a'\nsecret='0123456789abcdef'\nrole='admin'\nprefixes=['x/']",
+            "[[token]]\nname='a'\nrole='read'",
         ];
         for text in bad {
             assert!(parse(text).is_err(), "accepted: {text}");

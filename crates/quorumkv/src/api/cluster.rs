@@ -13,7 +13,6 @@ use crate::raft::NodeId;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/cluster", get(cluster))
-        .route("/v1/snapshot", get(snapshot))
         .route("/health", get(health))
         .route("/ready", get(ready))
 }
@@ -112,6 +111,12 @@ async fn cluster(
             Vec::new()
         },
     }))
+}
+
+/// `/v1/snapshot`, outside the request timeout: a backup takes as long as
+/// the data takes to snapshot (its own bound is in `backup::take`).
+pub fn backup_router() -> Router<AppState> {
+    Router::new().route("/v1/snapshot", get(snapshot))
 }
 
 /// `GET /v1/snapshot` (admin): a backup of this node's state machine, as of

@@ -69,7 +69,12 @@ async fn add(
             "{e}: expected {{\"id\": <node id>, \"peer_url\": \"http://host:port\"}}"
         ))
     })?;
-    let members = run(&state, MemberChange::AddLearner { id, peer_url }).await?;
+    let change = MemberChange::AddLearner {
+        id,
+        peer_url,
+        proven: false,
+    };
+    let members = run(&state, change).await?;
     Ok((StatusCode::CREATED, members))
 }
 

@@ -37,19 +37,21 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());
     let request_timeout = state.store.config.request_timeout;
+    // A whole request, its body included, within --request-timeout-ms; but a
+    // backup, which takes as long as the data takes to snapshot.
     let client = client
-        .layer(axum::middleware::from_fn_with_state(
-            state.store.config.auth.clone(),
-            auth::authenticate,
-        ))
-        // A whole request, its body included, within --request-timeout-ms.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(
                     move |_: tower::BoxError| async move { Error::RequestTimeout(request_timeout) },
                 ))
                 .layer(tower::timeout::TimeoutLayer::new(request_timeout)),
-        );
+        )
+        .merge(cluster::backup_router().with_state(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.store.config.auth.clone(),
+            auth::authenticate,
+        ));
     with_json_fallbacks(client).layer(map_response(move |mut resp: Response| async move {
         // Errors too say which node answered.
         headers::add_served_by(resp.headers_mut(), id);

@@ -15,6 +15,9 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 
+/// The route that takes a challenge instead of the token.
+const PROVE_PATH: &str = "/raft/prove";
+
 /// Shortest token accepted: a guessable secret protects nothing.
 const MIN_LEN: usize = 16;
 
@@ -51,6 +54,19 @@ impl ClusterToken {
         &self.0
     }
 
+    /// HMAC-SHA256 of `message` keyed with the token: proves holding it
+    /// without sending it.
+    pub fn mac(&self, message: &[u8]) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        ring::hmac::sign(&key, message).as_ref().to_vec()
+    }
+
+    /// Whether `mac` is [`ClusterToken::mac`] of `message` (constant time).
+    pub fn verify(&self, message: &[u8], mac: &[u8]) -> bool {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        ring::hmac::verify(&key, message, mac).is_ok()
+    }
+
     /// The `Authorization` header peers send.
     pub fn header_value(&self) -> HeaderValue {
         let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0))
@@ -70,6 +86,10 @@ pub async fn require_token(
     let Some(token) = token else {
         return next.run(req).await;
     };
+    // A node being added proves it holds the token without sending it.
+    if req.uri().path() == PROVE_PATH {
+        return next.run(req).await;
+    }
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -104,5 +124,9 @@ mod tests {
         assert!(ClusterToken::parse("too short").is_err());
         assert!(ClusterToken::parse("has a space in the middle").is_err());
         assert_eq!(format!("{t:?}"), "ClusterToken(..)");
+        assert!(t.verify(b"challenge", &t.mac(b"challenge")));
+        assert!(!t.verify(b"challenge", &t.mac(b"another")));
+        let other = ClusterToken::parse("fedcba9876543210").unwrap();
+        assert!(!t.verify(b"challenge", &other.mac(b"challenge")));
     }
 }

@@ -72,13 +72,36 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
+        self.post(addr, path, req, timeout, true).await
+    }
+
+    /// [`PeerClient::call`] without the cluster token or id: for a node not
+    /// yet known to hold them (`/raft/prove`).
+    pub async fn call_stranger<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        self.post(addr, path, req, timeout, false).await
+    }
+
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+        credentials: bool,
+    ) -> Result<Resp, CallError> {
         let body = encode(req).map_err(|e| CallError::Unreachable(format!("encode: {e}")))?;
         let url = format!("{}/raft/{}", addr.trim_end_matches('/'), path);
         let mut post = self.http.post(&url);
-        if let Some(auth) = &self.auth {
+        if let (Some(auth), true) = (&self.auth, credentials) {
             post = post.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
-        if let Some(cluster) = self.cluster.get() {
+        if let (Some(cluster), true) = (self.cluster.get(), credentials) {
             post = post.header(cluster_id::HEADER, cluster.to_string());
         }
         let resp = post

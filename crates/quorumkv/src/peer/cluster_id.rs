@@ -31,6 +31,8 @@ use crate::raft::NodeId;
 pub const HEADER: &str = "x-quorumkv-cluster";
 /// The one peer route open to a node of no cluster yet (with the token).
 const JOIN_PATH: &str = "/raft/join";
+/// A node being added proves it holds the token (it has no cluster id yet).
+const PROVE_PATH: &str = "/raft/prove";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterId(pub u64);
@@ -109,6 +111,8 @@ impl ClusterId {
 pub struct ClusterIdCell {
     dir: PathBuf,
     id: OnceLock<ClusterId>,
+    /// Held while adopting: one id is written and kept, never two.
+    adopting: std::sync::Mutex<()>,
 }
 
 impl ClusterIdCell {
@@ -117,7 +121,11 @@ impl ClusterIdCell {
         if let Some(id) = id {
             let _ = cell.set(id);
         }
-        Arc::new(ClusterIdCell { dir, id: cell })
+        Arc::new(ClusterIdCell {
+            dir,
+            id: cell,
+            adopting: std::sync::Mutex::new(()),
+        })
     }
 
     pub fn get(&self) -> Option<ClusterId> {
@@ -126,6 +134,7 @@ impl ClusterIdCell {
 
     /// Takes `id` as this node's, written to disk first.
     pub fn adopt(&self, id: ClusterId) -> std::io::Result<ClusterId> {
+        let _one_at_a_time = self.adopting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ours) = self.get() {
             return Ok(ours);
         }
@@ -143,7 +152,7 @@ pub async fn require_same_cluster(
     next: Next,
 ) -> Response {
     // A node asking to join has no cluster id yet (the token was checked).
-    if req.uri().path() == JOIN_PATH {
+    if req.uri().path() == JOIN_PATH || req.uri().path() == PROVE_PATH {
         return next.run(req).await;
     }
     let theirs = req

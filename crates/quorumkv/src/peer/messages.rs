@@ -35,6 +35,10 @@ pub mod path {
     /// A new node asks to be added as a learner ([`JoinRequest`] -> [`JoinReply`]).
     /// The one route that takes a request without a cluster id.
     pub const JOIN: &str = "join";
+    /// Before a node is added from the client API: prove you hold the
+    /// cluster token without sending it ([`Challenge`] -> [`ProofReply`]).
+    /// Needs neither the token nor a cluster id.
+    pub const PROVE: &str = "prove";
 }
 
 /// The answer of a call only the leader can serve.
@@ -108,9 +112,19 @@ pub type ProbeReply = Result<Probe, WireError>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberChange {
     List,
-    AddLearner { id: NodeId, peer_url: String },
-    Promote { id: NodeId },
-    Remove { id: NodeId },
+    /// `proven`: the new node showed the cluster token already (it asked
+    /// to join with it); otherwise the leader challenges it first.
+    AddLearner {
+        id: NodeId,
+        peer_url: String,
+        proven: bool,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
 }
 
 /// One member as the leader sees it.
@@ -130,6 +144,27 @@ pub struct MemberInfo {
 }
 
 pub type MembersReply = LeaderReply<Vec<MemberInfo>>;
+
+/// `/raft/prove`: the answer is HMAC-SHA256(cluster token, what this says).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub nonce: Vec<u8>,
+    pub id: NodeId,
+    pub peer_url: String,
+}
+
+impl Challenge {
+    /// The bytes the MAC covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut b = b"quorumkv-prove-v1".to_vec();
+        b.extend_from_slice(&self.nonce);
+        b.extend_from_slice(&self.id.to_be_bytes());
+        b.extend_from_slice(self.peer_url.as_bytes());
+        b
+    }
+}
+
+pub type ProofReply = Result<Vec<u8>, WireError>;
 
 /// `/raft/join`: add me, `id`, reachable at `peer_url`, as a learner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

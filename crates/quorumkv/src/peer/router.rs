@@ -21,7 +21,8 @@ use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
 use crate::peer::messages::{
-    path, FullSnapshot, JoinReply, JoinRequest, MemberChange, MembersReply, WaitApplied,
+    path, Challenge, FullSnapshot, JoinReply, JoinRequest, MemberChange, MembersReply, ProofReply,
+    WaitApplied,
 };
 use crate::raft::{
     decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, TransferLeaderRequest,
@@ -55,6 +56,7 @@ pub fn router(
         .route(&route(path::PROBE), post(probe))
         .route(&route(path::MEMBERS), post(members))
         .route(&route(path::JOIN), post(join))
+        .route(&route(path::PROVE), post(prove))
         .route(&route(path::TRANSFER_LEADER), post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(snapshot)
@@ -179,6 +181,16 @@ async fn members(State(store): Peer, body: Body) -> Result<Response, Error> {
     Ok(reply(&answer))
 }
 
+/// Proves this node holds the cluster token, without sending it.
+async fn prove(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let challenge: Challenge = parse(body)?;
+    let answer: ProofReply = match &store.config.cluster_token {
+        Some(token) => Ok(token.mac(&challenge.signed_bytes())),
+        None => Err(Error::Unauthorized("this node has no cluster token".into()).to_wire()),
+    };
+    Ok(reply(&answer))
+}
+
 /// A new node asks to be added as a learner. Asking again with the same id
 /// and URL (a joiner restarted mid-way) is not an error.
 async fn join(
@@ -192,9 +204,11 @@ async fn join(
             "this node is in no cluster yet; ask a member".into(),
         ));
     };
+    // The joiner sent the cluster token with its request: it holds it.
     let change = MemberChange::AddLearner {
         id: req.id,
         peer_url: req.peer_url.clone(),
+        proven: true,
     };
     let result = match store.members(change).await {
         Ok(members) => Ok(members),

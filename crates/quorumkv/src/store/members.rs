@@ -18,7 +18,9 @@ use openraft::{BasicNode, ChangeMembers};
 
 use crate::error::Error;
 use crate::peer::cluster_id::{ClusterId, ClusterIdCell};
-use crate::peer::messages::{path, JoinReply, JoinRequest, MemberChange, MemberInfo};
+use crate::peer::messages::{
+    path, Challenge, JoinReply, JoinRequest, MemberChange, MemberInfo, ProofReply,
+};
 use crate::peer::Attempt;
 use crate::raft::{NodeId, RaftMetrics};
 use crate::store::{fatal, Store};
@@ -64,9 +66,16 @@ impl Store {
         let known = |id: NodeId| membership.get_node(&id).is_some();
         let result = match change {
             MemberChange::List => return Ok(Attempt::Done(self.member_list(&m))),
-            MemberChange::AddLearner { id, peer_url } => {
+            MemberChange::AddLearner {
+                id,
+                peer_url,
+                proven,
+            } => {
                 let peer_url = peer_url.trim().trim_end_matches('/').to_owned();
                 self.check_new_member(&m, id, &peer_url)?;
+                if !proven {
+                    self.verify_holds_token(id, &peer_url).await?;
+                }
                 tracing::info!(id, %peer_url, "adding a learner");
                 self.raft
                     .add_learner(id, BasicNode::new(peer_url), false)
@@ -160,6 +169,45 @@ impl Store {
             return Err(Error::MemberConflict(format!(
                 "peer URL {peer_url} is already node {other}'s"
             )));
+        }
+        Ok(())
+    }
+
+    /// Without peer TLS every peer request carries the cluster token, so a
+    /// member added at a URL that is not one of ours would be handed the
+    /// token. Before adding it, the node there must prove it holds the token
+    /// already, without being sent it (an HMAC of a fresh challenge). With
+    /// peer TLS the leader only talks to holders of a peer certificate; with
+    /// no token there is no secret to hand over.
+    async fn verify_holds_token(&self, id: NodeId, peer_url: &str) -> Result<(), Error> {
+        let Some(token) = &self.config.cluster_token else {
+            return Ok(());
+        };
+        if self.config.peer_tls.is_some() {
+            return Ok(());
+        }
+        let mut nonce = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| Error::Internal("no randomness for the challenge".into()))?;
+        let challenge = Challenge {
+            nonce,
+            id,
+            peer_url: peer_url.to_owned(),
+        };
+        let unverified = |why: String| {
+            Error::MemberUnverified(format!(
+                "node {id} at {peer_url} did not prove it holds the cluster token ({why}); \
+                 start it first (with the cluster token and no --initial-cluster), then add it"
+            ))
+        };
+        let proof = self
+            .peers
+            .call_stranger::<_, ProofReply>(peer_url, path::PROVE, &challenge, JOIN_TIMEOUT)
+            .await
+            .map_err(|e| unverified(e.to_string()))?
+            .map_err(|e| unverified(e.message))?;
+        if !token.verify(&challenge.signed_bytes(), &proof) {
+            return Err(unverified("a wrong proof".into()));
         }
         Ok(())
     }

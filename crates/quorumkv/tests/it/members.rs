@@ -54,6 +54,41 @@ async fn a_learner_joins_is_promoted_and_members_leave_the_leader_last() {
                 .await;
         }
 
+        // A URL where no node of ours listens is never handed the cluster
+        // token: it must prove it holds it first, and cannot.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stranger = format!("http://{}", listener.local_addr().unwrap());
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let ear = heard.clone();
+        let fake = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                if let Ok(Ok(n)) = tokio::time::timeout(secs(2), s.read(&mut buf)).await {
+                    ear.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let r = members_call(
+            &c,
+            leader,
+            Method::POST,
+            "/v1/cluster/members",
+            json!({"id": 8, "peer_url": stranger}),
+        )
+        .await;
+        refused(&r, 409, "member_unverified");
+        fake.abort();
+        let heard = String::from_utf8_lossy(&heard.lock().unwrap()).into_owned();
+        assert!(heard.contains("/raft/prove"), "{heard}");
+        assert!(
+            !heard.contains(c.kit().cluster_token()),
+            "the token leaked: {heard}"
+        );
+
         // Node 4 starts empty, with no --initial-cluster, and is added
         // through a follower.
         c.kit().start_spare(4).await.expect("start node 4");
