@@ -3,7 +3,8 @@
 
 use crate::kv::{answer_bytes, Pair, Versioned};
 use crate::raft::{decode, LogId};
-use crate::sm::{data_key, read_u64, APPLIED, DATA_BYTES};
+use crate::sm::idempotency::Record;
+use crate::sm::{data_key, idem_key, read_u64, APPLIED, DATA_BYTES};
 
 /// Read access to applied state; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +39,16 @@ impl SmReader {
                 return Ok((before, value));
             }
         }
+    }
+
+    /// Whether a request with this idempotency key and fingerprint has a
+    /// record (expired or not): a retry the state machine will most likely
+    /// answer from it, without storing anything.
+    pub fn has_idempotency_record(&self, key: &str, fingerprint: u64) -> Result<bool, sled::Error> {
+        let Some(raw) = self.tree.get(idem_key(key))? else {
+            return Ok(false);
+        };
+        Ok(decode::<Record>(&raw).is_ok_and(|r| r.fingerprint == fingerprint))
     }
 
     /// Bytes of user keys and values stored (`m:data_bytes`).

@@ -43,7 +43,15 @@ impl Store {
 
     /// Writes on this node, which must be the leader (else `Retry`).
     async fn write_local(&self, write: Write) -> Result<Attempt<WriteOutcome>, Error> {
-        self.check_quota(&write.command)?;
+        // A retry of an applied write is answered from its record, quota or not.
+        let replay = write.idempotency_key.as_deref().is_some_and(|k| {
+            self.reader
+                .has_idempotency_record(k, write.command.fingerprint())
+                .unwrap_or(false)
+        });
+        if !replay {
+            self.check_quota(&write.command)?;
+        }
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

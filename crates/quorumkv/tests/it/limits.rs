@@ -191,6 +191,12 @@ async fn the_disk_quota_refuses_growth_until_data_is_deleted() {
         let leader = c.leader(secs(10)).await;
         let follower = c.others(leader)[0];
         let value = "q".repeat(5_000);
+        let keyed = [("idempotency-key", "q-1")];
+        let put_keyed = || {
+            let body = value.clone().into_bytes();
+            c.call(leader, Method::PUT, "/v1/kv/quota/keyed", &keyed, body)
+        };
+        put_keyed().await.expect(200);
         let mut stored = Vec::new();
         let mut refused = None;
         for i in 0..10 {
@@ -209,8 +215,15 @@ async fn the_disk_quota_refuses_growth_until_data_is_deleted() {
         assert_eq!(r.error_code(), "quota_exceeded", "{r:?}");
         assert_eq!(
             stored.len(),
-            4,
-            "20,000 bytes hold four 5 kB values: {stored:?}"
+            3,
+            "20,000 bytes hold four 5 kB values, one of them keyed: {stored:?}"
+        );
+        // A retry of an applied write is still answered (from its record).
+        let again = put_keyed().await.expect(200);
+        assert_eq!(
+            again.header("idempotent-replayed"),
+            Some("true"),
+            "{again:?}"
         );
         let r = c
             .put(follower, "quota/through-follower", "x", "strong")
