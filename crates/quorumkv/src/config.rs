@@ -18,6 +18,11 @@ use crate::tls::{Identity, PeerTls, TlsError};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings, one key per flag
+    /// (`max-connections = 4096`); a flag or its QKV_* variable wins over it.
+    #[arg(long, env = "QKV_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// This node's id: a positive integer, unique in the cluster and listed in --initial-cluster.
     #[arg(long, env = "QKV_ID")]
     pub id: NodeId,

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! config.rs             flags + env -> validated Config
+//! config_file.rs        --config FILE (TOML): settings no flag or env gives, as flags
 //! error.rs              Error and its one mapping to HTTP
 //! node.rs               one node: open storage and Raft (Node), serve, shut down
 //! listener.rs           HTTP/1.1 (TLS optional) with a connection limit, header-read timeout, drain
@@ -36,6 +37,7 @@ pub mod bootstrap;
 pub mod certs;
 pub mod command;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod kv;
 pub mod listener;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use quorumkv::certs::CertsArgs;
@@ -74,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
+    let serve = Cli::command()
+        .find_subcommand("serve")
+        .cloned()
+        .context("no serve subcommand")?;
+    let argv = quorumkv::config_file::expand(std::env::args_os().collect(), &serve)?;
+    match Cli::parse_from(argv).command {
         Cmd::Serve(args) => {
             let config = Config::try_from(*args).context("bad flags")?;
             quorumkv::node::run(config, shutdown_signal())
