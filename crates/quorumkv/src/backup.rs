@@ -25,10 +25,7 @@ use openraft::{BasicNode, Membership};
 
 use crate::config::parse_initial_cluster;
 use crate::error::Error;
-use crate::raft::durable::Durable;
-use crate::raft::log_store::LogStore;
-use crate::raft::snapshot::{SnapshotFile, StoredSnapshot};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::snapshot::StoredSnapshot;
 use crate::raft::{decode, encode, NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::store::{fatal, Store};
 
@@ -279,12 +276,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, BackupError> {
         last_membership: StoredMembership::new(last_log_id, membership),
     };
     let storage = |e: std::io::Error| BackupError::Storage(e.to_string());
-    let log_db = Durable::open(&dir.join("log")).map_err(io(dir))?;
-    let sm_db = Durable::open(&dir.join("sm")).map_err(io(dir))?;
-    let snapshots = SnapshotFile::open(dir.join("snapshot")).map_err(storage)?;
-    let mut log = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))
-        .map_err(|e| BackupError::Storage(e.to_string()))?;
-    let mut sm = StateMachine::open(sm_db, snapshots, Default::default())
+    let (mut log, mut sm) = crate::node::open_storage(dir, Default::default())
         .map_err(|e| BackupError::Storage(e.to_string()))?;
     sm.install_snapshot(&meta, Cursor::new(snapshot.data))
         .await

@@ -18,28 +18,31 @@ pub enum BootstrapError {
     Initialize(String),
 }
 
+/// How a node starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From the state in its data dir.
+    Resumed,
+    /// A founding member of a new cluster (`--initial-cluster`).
+    Founded,
+    /// With no state and nothing to found: to join, or to be added.
+    Empty,
+}
+
 pub async fn initialize_if_new(
     raft: &Raft,
     initial_cluster: Option<&BTreeMap<NodeId, String>>,
-    joining: bool,
-) -> Result<(), BootstrapError> {
+) -> Result<Start, BootstrapError> {
     let initialized = raft
         .is_initialized()
         .await
         .map_err(|e| BootstrapError::Initialize(e.to_string()))?;
     if initialized {
         tracing::info!("resuming from existing state; --initial-cluster ignored");
-        return Ok(());
+        return Ok(Start::Resumed);
     }
     let Some(members) = initial_cluster else {
-        if joining {
-            return Ok(());
-        }
-        tracing::info!(
-            "no state and no --initial-cluster: waiting to be added to a cluster \
-             (POST /v1/cluster/members {{\"id\":..,\"peer_url\":..}} on any of its nodes)"
-        );
-        return Ok(());
+        return Ok(Start::Empty);
     };
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
@@ -47,8 +50,8 @@ pub async fn initialize_if_new(
         .collect();
     tracing::info!(?members, "initialising a new cluster");
     match raft.initialize(nodes).await {
-        Ok(()) => Ok(()),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Ok(()) => Ok(Start::Founded),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(Start::Resumed),
         Err(e) => Err(BootstrapError::Initialize(e.to_string())),
     }
 }

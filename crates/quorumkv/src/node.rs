@@ -9,7 +9,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::SnapshotPolicy;
 
 use crate::api::{self, AppState};
-use crate::bootstrap::initialize_if_new;
+use crate::bootstrap::{initialize_if_new, Start};
 use crate::config::Config;
 use crate::listener;
 use crate::peer::cluster_id::{ClusterId, ClusterIdCell};
@@ -107,6 +107,26 @@ pub struct Node {
     pub cluster_id: Arc<ClusterIdCell>,
 }
 
+/// The log store and the state machine in `dir`, as Raft finds them (also
+/// what `quorumkv snapshot restore` writes into). Two sled databases: every
+/// log flush is fsync'd, so it should carry only log entries; the state
+/// machine is rebuilt from the log after a crash.
+pub fn open_storage(
+    dir: &std::path::Path,
+    idempotency: crate::sm::idempotency::Policy,
+) -> Result<(LogStore, StateMachine), NodeError> {
+    let dir_err = |source| NodeError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    let log_db = Durable::open(&dir.join("log")).map_err(dir_err)?;
+    let sm_db = Durable::open(&dir.join("sm")).map_err(dir_err)?;
+    let snapshots = SnapshotFile::open(dir.join("snapshot")).map_err(storage)?;
+    let log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
+    let state_machine = StateMachine::open(sm_db, snapshots, idempotency)?;
+    Ok((log_store, state_machine))
+}
+
 impl Node {
     /// Opens the log, the state machine and the snapshot, and starts Raft.
     pub async fn open(config: Config) -> Result<Node, NodeError> {
@@ -116,14 +136,9 @@ impl Node {
             source,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
-        // Two sled databases: every log flush is fsync'd, so it should carry only
-        // log entries; the state machine is rebuilt from the log after a crash.
-        let log_db = Durable::open(&config.data_dir.join("log")).map_err(dir_err)?;
-        let sm_db = Durable::open(&config.data_dir.join("sm")).map_err(dir_err)?;
-        let snapshots = SnapshotFile::open(config.data_dir.join("snapshot")).map_err(storage)?;
-        let mut log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
+        let (mut log_store, mut state_machine) =
+            open_storage(&config.data_dir, config.idempotency)?;
         let log_reader = log_store.clone();
-        let mut state_machine = StateMachine::open(sm_db, snapshots, config.idempotency)?;
         log_store
             .finish_interrupted_purge()
             .await
@@ -232,18 +247,18 @@ pub async fn run(
         config.peer_listen
     );
 
-    let fresh = !raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let joining = fresh && !config.join.is_empty();
-    initialize_if_new(&raft, config.initial_cluster.as_ref(), joining).await?;
+    let start = initialize_if_new(&raft, config.initial_cluster.as_ref()).await?;
     tokio::spawn(reload_auth_on_sighup(config.auth.clone()));
-    if joining {
-        store
+    match (start, config.join.is_empty()) {
+        (Start::Empty, false) => store
             .join(&config.join, &cluster_id)
             .await
-            .map_err(|e| NodeError::Join(e.to_string()))?;
+            .map_err(|e| NodeError::Join(e.to_string()))?,
+        (Start::Empty, true) => tracing::info!(
+            "no state and no --initial-cluster: waiting to be added to a cluster \
+             (POST /v1/cluster/members {{\"id\":..,\"peer_url\":..}} on any of its nodes)"
+        ),
+        _ => {}
     }
     if !config.join.is_empty() && !config.learner {
         // Also after a restart mid-way: a voter already is one and stops at once.

@@ -81,13 +81,9 @@ impl OneNode {
         ]);
         let config = Config::try_from(cli.serve).expect("config");
         let node = Node::open(config).await.expect("open node");
-        quorumkv::bootstrap::initialize_if_new(
-            &node.raft,
-            node.config.initial_cluster.as_ref(),
-            false,
-        )
-        .await
-        .expect("initialize");
+        quorumkv::bootstrap::initialize_if_new(&node.raft, node.config.initial_cluster.as_ref())
+            .await
+            .expect("initialize");
         node.raft
             .wait(Some(Duration::from_secs(10)))
             .current_leader(1, "the one node leads")

@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
-
-/// The route that takes a challenge instead of the token.
-const PROVE_PATH: &str = "/raft/prove";
+use crate::peer::messages::path;
 
 /// Shortest token accepted: a guessable secret protects nothing.
 const MIN_LEN: usize = 16;
@@ -87,7 +85,7 @@ pub async fn require_token(
         return next.run(req).await;
     };
     // A node being added proves it holds the token without sending it.
-    if req.uri().path() == PROVE_PATH {
+    if path::is(req.uri().path(), path::PROVE) {
         return next.run(req).await;
     }
     let presented = req

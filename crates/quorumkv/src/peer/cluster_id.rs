@@ -25,14 +25,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
 use crate::peer::auth::ClusterToken;
+use crate::peer::messages::path;
 use crate::raft::NodeId;
 
 /// The header every peer request carries.
 pub const HEADER: &str = "x-quorumkv-cluster";
-/// The one peer route open to a node of no cluster yet (with the token).
-const JOIN_PATH: &str = "/raft/join";
-/// A node being added proves it holds the token (it has no cluster id yet).
-const PROVE_PATH: &str = "/raft/prove";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterId(pub u64);
@@ -151,8 +148,10 @@ pub async fn require_same_cluster(
     req: Request,
     next: Next,
 ) -> Response {
-    // A node asking to join has no cluster id yet (the token was checked).
-    if req.uri().path() == JOIN_PATH || req.uri().path() == PROVE_PATH {
+    // A node asking to join has no cluster id yet (the token was checked);
+    // a node being added proves it holds the token (it has none yet either).
+    let uri = req.uri().path();
+    if path::is(uri, path::JOIN) || path::is(uri, path::PROVE) {
         return next.run(req).await;
     }
     let theirs = req

@@ -39,6 +39,11 @@ pub mod path {
     /// cluster token without sending it ([`Challenge`] -> [`ProofReply`]).
     /// Needs neither the token nor a cluster id.
     pub const PROVE: &str = "prove";
+
+    /// Whether a request's URI path is `/raft/<name>`.
+    pub fn is(uri_path: &str, name: &str) -> bool {
+        uri_path.strip_prefix("/raft/") == Some(name)
+    }
 }
 
 /// The answer of a call only the leader can serve.

@@ -293,12 +293,13 @@ impl Store {
                     tracing::info!("promoted to voter");
                     return;
                 }
-                Err(Error::Remote(w))
-                    if w.code == "member_conflict" && w.message.contains("already a voter") =>
+                // Here or forwarded from the leader.
+                Err(e)
+                    if e.code() == "member_conflict"
+                        && e.to_string().contains("already a voter") =>
                 {
                     return
                 }
-                Err(Error::MemberConflict(m)) if m.contains("already a voter") => return,
                 Err(e) if e.code() == "learner_lagging" => {}
                 Err(Error::ShuttingDown) => return,
                 Err(e) => tracing::warn!("asking for promotion: {e}"),

@@ -43,22 +43,24 @@ impl Store {
 
     /// Writes on this node, which must be the leader (else `Retry`).
     async fn write_local(&self, write: Write) -> Result<Attempt<WriteOutcome>, Error> {
-        // A retry of an applied write is answered from its record, quota or not.
-        let replay = write.idempotency_key.as_deref().is_some_and(|k| {
-            self.reader
-                .has_idempotency_record(k, write.command.fingerprint())
-                .unwrap_or(false)
-        });
-        if !replay {
-            self.check_quota(&write.command)?;
-        }
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let idempotency = write.idempotency_key.map(|key| Idempotency {
             key,
             fingerprint: write.command.fingerprint(),
         });
+        if let Err(refused) = self.check_quota(&write.command) {
+            // A retry of an applied write is answered from its record, quota or not.
+            let replay = idempotency.as_ref().is_some_and(|i| {
+                self.reader
+                    .has_idempotency_record(&i.key, i.fingerprint)
+                    .unwrap_or(false)
+            });
+            if !replay {
+                return Err(refused);
+            }
+        }
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let req = Request {
             command: write.command,
             ticket: None,
