@@ -106,6 +106,8 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     /// Responses: `true` when the answer is a replay of an earlier one.
     pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+    /// Puts: the lease the key is tied to (it is deleted when the lease ends).
+    pub const LEASE: &str = "x-lease";
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ async fn bench_state_machine(s: Scale) {
     let dir = tempfile::tempdir().expect("temp dir");
     let durable = Durable::open(&dir.path().join("sm")).expect("open sled");
     let snapshots = SnapshotFile::open(dir.path().join("snapshot")).expect("snapshot file");
-    let mut sm = StateMachine::open(durable, snapshots, Policy::default()).expect("state machine");
+    let mut sm = StateMachine::open(durable, snapshots, Default::default()).expect("state machine");
     let mut index = 1u64;
     let mut key = 0u64;
     for (entries, reqs) in [(1u64, 1u64), (1, 64), (16, 4)] {

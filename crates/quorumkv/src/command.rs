@@ -71,14 +71,42 @@ pub enum Command {
         precondition: Option<Precondition>,
     },
     Txn(Txn),
+    /// A put that ties the key to a lease: the key goes when the lease does.
+    /// (Its own variant, after the others, so older log entries still decode.)
+    PutLeased {
+        key: Key,
+        value: Vec<u8>,
+        precondition: Option<Precondition>,
+        lease: u64,
+    },
+    /// A new lease; its id is the entry's log index.
+    LeaseGrant {
+        ttl_ms: u64,
+        /// The token that asked, when clients authenticate: only it (or an
+        /// admin) may keep the lease alive or revoke it.
+        owner: Option<String>,
+    },
+    /// Ends a lease and deletes its keys (a client's revoke, or the leader's
+    /// expiry).
+    LeaseRevoke {
+        id: u64,
+    },
 }
+
+/// Footprint of a lease grant: two grants never share an entry, so a lease's
+/// id (its grant's index) is unique.
+const GRANT_FOOTPRINT: &str = "L";
 
 impl Request {
     /// Everything this request reads or writes: its keys and its idempotency
     /// key (in their own namespaces). Requests in one proposal share none.
     pub fn footprint(&self) -> Vec<String> {
         let mut keys: Vec<String> = match &self.command {
-            Command::Put { key, .. } | Command::Delete { key, .. } => vec![format!("k{key}")],
+            Command::Put { key, .. }
+            | Command::Delete { key, .. }
+            | Command::PutLeased { key, .. } => vec![format!("k{key}")],
+            Command::LeaseGrant { .. } => vec![GRANT_FOOTPRINT.to_string()],
+            Command::LeaseRevoke { id } => vec![format!("l{id}")],
             Command::Txn(t) => {
                 let ops = t.success.iter().chain(&t.failure).map(|op| match op {
                     TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key,
@@ -100,8 +128,11 @@ impl Request {
     /// Rough size in bytes, to bound a proposal.
     pub fn weight(&self) -> usize {
         match &self.command {
-            Command::Put { key, value, .. } => key.as_str().len() + value.len(),
+            Command::Put { key, value, .. } | Command::PutLeased { key, value, .. } => {
+                key.as_str().len() + value.len()
+            }
             Command::Delete { key, .. } => key.as_str().len(),
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 16,
             Command::Txn(t) => t
                 .success
                 .iter()
@@ -127,8 +158,11 @@ impl Command {
     /// gets read, its puts and deletes write (in either branch).
     pub fn touches(&self) -> Box<dyn Iterator<Item = (&Key, Access)> + '_> {
         match self {
-            Command::Put { key, .. } | Command::Delete { key, .. } => {
-                Box::new(std::iter::once((key, Access::Write)))
+            Command::Put { key, .. }
+            | Command::Delete { key, .. }
+            | Command::PutLeased { key, .. } => Box::new(std::iter::once((key, Access::Write))),
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => {
+                Box::new(std::iter::empty())
             }
             Command::Txn(t) => {
                 let compares = t.compares.iter().map(|c| (&c.key, Access::Read));
@@ -145,8 +179,10 @@ impl Command {
     /// with one): what a node past its quota refuses.
     pub fn adds_data(&self) -> bool {
         match self {
-            Command::Put { .. } => true,
-            Command::Delete { .. } => false,
+            Command::Put { .. } | Command::PutLeased { .. } => true,
+            Command::Delete { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => {
+                false
+            }
             Command::Txn(t) => t
                 .success
                 .iter()
@@ -181,6 +217,11 @@ impl std::fmt::Display for Command {
         match self {
             Command::Put { key, value, .. } => write!(f, "put({key}, {} bytes)", value.len()),
             Command::Delete { key, .. } => write!(f, "delete({key})"),
+            Command::PutLeased {
+                key, value, lease, ..
+            } => write!(f, "put({key}, {} bytes, lease {lease})", value.len()),
+            Command::LeaseGrant { ttl_ms, .. } => write!(f, "lease_grant({ttl_ms} ms)"),
+            Command::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
             Command::Txn(t) => write!(
                 f,
                 "txn({} compares, {}/{} ops)",
@@ -286,6 +327,19 @@ pub enum CommandResult {
     TooLarge {
         bytes: u64,
         limit: u64,
+    },
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// The lease is gone; `deleted` of its keys were deleted with it.
+    LeaseRevoked {
+        deleted: u64,
+    },
+    /// A put to, or revoke of, a lease that does not exist (never granted,
+    /// expired or revoked): nothing changed.
+    LeaseNotFound {
+        id: u64,
     },
 }
 

@@ -11,7 +11,9 @@ use clap::Args;
 
 use crate::api::auth::{Auth, AuthError};
 use crate::peer::auth::ClusterToken;
+use crate::raft::state_machine::Retention;
 use crate::raft::NodeId;
+use crate::sm::history::Limit;
 use crate::sm::idempotency::Policy;
 use crate::store::QueueBounds;
 use crate::tls::{Identity, PeerTls, TlsError};
@@ -226,6 +228,28 @@ pub struct ServeArgs {
     /// Most idempotency results kept; the oldest go first. Must be the same on every node.
     #[arg(long, env = "QKV_IDEMPOTENCY_MAX_KEYS", default_value_t = 100_000)]
     pub idempotency_max_keys: u64,
+
+    /// How much change history watches can start from: a number of changes
+    /// (e.g. 100000) or an age (e.g. 10m). Older `from_index` gets 410 compacted.
+    #[arg(long, env = "QKV_WATCH_HISTORY", default_value = "100000")]
+    pub watch_history: Limit,
+
+    /// Most watches and blocking reads open at once on this node; past it, 503.
+    #[arg(long, env = "QKV_MAX_WATCHERS", default_value_t = 1024)]
+    pub max_watchers: usize,
+
+    /// A watcher this many log indexes behind the node's applied index that
+    /// has not read for a second is closed with a final `cancelled` event
+    /// (it resumes from where it was).
+    #[arg(long, env = "QKV_WATCH_MAX_LAG", default_value_t = 50_000)]
+    pub watch_max_lag: u64,
+}
+
+/// Bounds on watches and blocking reads.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchBounds {
+    pub max_watchers: usize,
+    pub max_lag: u64,
 }
 
 /// How a leader confirms that it still leads before a strong read.
@@ -274,7 +298,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub all_wait: Duration,
-    pub idempotency: Policy,
+    pub retention: Retention,
+    pub watch: WatchBounds,
     /// Bounds of the leader's queue of writes waiting for a proposal.
     pub write_queue: QueueBounds,
     pub quota_bytes: u64,
@@ -540,9 +565,16 @@ impl TryFrom<ServeArgs> for Config {
                 writes: a.max_queued_writes,
                 bytes: a.max_queued_write_bytes,
             },
-            idempotency: Policy {
-                ttl_ms: a.idempotency_ttl.as_millis() as u64,
-                max_keys: a.idempotency_max_keys,
+            retention: Retention {
+                idempotency: Policy {
+                    ttl_ms: a.idempotency_ttl.as_millis() as u64,
+                    max_keys: a.idempotency_max_keys,
+                },
+                history: a.watch_history,
+            },
+            watch: WatchBounds {
+                max_watchers: a.max_watchers,
+                max_lag: a.watch_max_lag,
             },
         })
     }

@@ -34,6 +34,10 @@ pub enum Error {
     Forbidden(String),
     #[error("cluster mismatch: {0}")]
     ClusterMismatch(String),
+    #[error("lease {0} not found (never granted, expired or revoked)")]
+    LeaseNotFound(u64),
+    #[error("changes from index {from} are no longer kept (--watch-history); the oldest a watch can start from is {oldest}: read the current state, then watch from its index + 1")]
+    Compacted { from: u64, oldest: u64 },
     #[error("node {0} is not a member")]
     MemberNotFound(u64),
     #[error("{0}")]
@@ -146,7 +150,8 @@ impl Error {
             | MemberUnverified(_)
             | LearnerLagging { .. }
             | WouldLoseQuorum(_) => StatusCode::CONFLICT,
-            MemberNotFound(_) => StatusCode::NOT_FOUND,
+            MemberNotFound(_) | LeaseNotFound(_) => StatusCode::NOT_FOUND,
+            Compacted { .. } => StatusCode::GONE,
             RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             KeyNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -188,6 +193,8 @@ impl Error {
             Forbidden(_) => "forbidden",
             ClusterMismatch(_) => "cluster_mismatch",
             MemberNotFound(_) => "member_not_found",
+            LeaseNotFound(_) => "lease_not_found",
+            Compacted { .. } => "compacted",
             MemberConflict(_) => "member_conflict",
             MemberUnverified(_) => "member_unverified",
             LearnerLagging { .. } => "learner_lagging",
@@ -265,6 +272,9 @@ struct Detail<'a> {
     /// On 412: the key's modification index now (null when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     current_index: Option<Option<u64>>,
+    /// On 410: the oldest index a watch can start from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_index: Option<u64>,
 }
 
 impl IntoResponse for Error {
@@ -287,6 +297,10 @@ impl IntoResponse for Error {
                 code: self.code(),
                 message: self.to_string(),
                 current_index,
+                oldest_index: match &self {
+                    Error::Compacted { oldest, .. } => Some(*oldest),
+                    _ => None,
+                },
             },
         };
         let head = match index {

@@ -113,7 +113,7 @@ pub struct Node {
 /// machine is rebuilt from the log after a crash.
 pub fn open_storage(
     dir: &std::path::Path,
-    idempotency: crate::sm::idempotency::Policy,
+    retention: crate::raft::state_machine::Retention,
 ) -> Result<(LogStore, StateMachine), NodeError> {
     let dir_err = |source| NodeError::DataDir {
         path: dir.display().to_string(),
@@ -123,7 +123,7 @@ pub fn open_storage(
     let sm_db = Durable::open(&dir.join("sm")).map_err(dir_err)?;
     let snapshots = SnapshotFile::open(dir.join("snapshot")).map_err(storage)?;
     let log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
-    let state_machine = StateMachine::open(sm_db, snapshots, idempotency)?;
+    let state_machine = StateMachine::open(sm_db, snapshots, retention)?;
     Ok((log_store, state_machine))
 }
 
@@ -136,8 +136,7 @@ impl Node {
             source,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
-        let (mut log_store, mut state_machine) =
-            open_storage(&config.data_dir, config.idempotency)?;
+        let (mut log_store, mut state_machine) = open_storage(&config.data_dir, config.retention)?;
         let log_reader = log_store.clone();
         log_store
             .finish_interrupted_purge()

@@ -276,6 +276,19 @@ impl Client {
         &self.base
     }
 
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `Opts` with `X-Lease`.
+    pub fn lease_opts(opts: &Opts, lease: u64) -> Opts {
+        opts.clone().header("x-lease", lease.to_string())
+    }
+
     /// Any request; `path` starts with `/`.
     pub async fn request(
         &self,

@@ -9,6 +9,7 @@
 //! cluster.rs   LocalCluster: free ports, temp dirs, logs, kill -9, SIGSTOP, restart
 //! process.rs   ports, fresh dirs, signals, /proc: what LocalCluster builds on
 //! client.rs    Client: put/get/delete/list with headers, /v1/txn, /v1/cluster
+//! watch.rs     Watcher (GET /v1/watch, server-sent events) and the lease calls
 //! wire.rs      the API's JSON bodies: Txn, Compare, Op; WriteAck, TxnAck, ApiError
 //! drive.rs     what workloads share: seeded rng, node rotation, the mid-run leader kill
 //! bank/        concurrent transfers by transaction (mod.rs); check.rs: total, no
@@ -34,6 +35,7 @@ pub mod example;
 pub mod process;
 pub mod rng;
 pub mod torture;
+pub mod watch;
 pub mod wire;
 
 use std::path::PathBuf;

@@ -105,6 +105,19 @@ impl Caller {
             .try_for_each(|(key, access)| self.may(access, key.as_str()))
     }
 
+    /// The token's name, when clients authenticate.
+    pub fn name(&self) -> Option<&str> {
+        self.principal().map(|p| p.name.as_str())
+    }
+
+    /// The name a lease must belong to for this caller to use it: none for
+    /// an admin, or when clients do not authenticate.
+    pub fn bound_to_own_leases(&self) -> Option<&str> {
+        self.principal()
+            .filter(|p| p.role < Role::Admin)
+            .map(|p| p.name.as_str())
+    }
+
     /// An idempotency key in this caller's own space, so that one client can
     /// neither replay nor block another's (names hold no ':').
     pub fn scope_idempotency_key(&self, key: String) -> String {

@@ -127,6 +127,21 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     }
 }
 
+/// `X-Lease` on a put: the lease id to tie the key to.
+pub fn lease(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    match text(headers, name::LEASE)? {
+        None => Ok(None),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::InvalidHeader {
+                name: "X-Lease",
+                reason: format!("{raw:?} is not a lease id"),
+            }),
+    }
+}
+
 /// `Content-Length`, when the request states a valid one.
 pub fn content_length(headers: &HeaderMap) -> Option<usize> {
     headers

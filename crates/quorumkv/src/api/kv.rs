@@ -6,6 +6,8 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::auth::Caller;
 use crate::api::headers::{
-    content_length, idempotency_key, precondition, read_level, write_level, Head,
+    content_length, idempotency_key, lease, precondition, read_level, write_level, Head,
 };
 use crate::api::AppState;
 use crate::command::{Access, Command, CommandResult};
@@ -44,15 +46,59 @@ async fn empty_key() -> Error {
     Error::InvalidKey("key must not be empty: use /v1/kv/{key}".into())
 }
 
+/// Consul's blocking query: `?wait_index=N&wait=30s`.
+#[derive(Deserialize)]
+struct GetQuery {
+    wait_index: Option<String>,
+    wait: Option<String>,
+}
+
+/// Longest `wait` of a blocking read.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+impl GetQuery {
+    /// The index to wait past and for how long, if this read blocks.
+    fn blocking(&self) -> Result<Option<(u64, Duration)>, Error> {
+        let Some(raw) = &self.wait_index else {
+            if self.wait.is_some() {
+                return Err(Error::InvalidQuery("wait needs wait_index".into()));
+            }
+            return Ok(None);
+        };
+        let index = raw.parse::<u64>().map_err(|_| {
+            Error::InvalidQuery(format!("wait_index {raw:?} must be a non-negative integer"))
+        })?;
+        let wait = match &self.wait {
+            None => DEFAULT_WAIT,
+            Some(w) => humantime::parse_duration(w)
+                .map_err(|e| Error::InvalidQuery(format!("wait {w:?}: {e}")))?,
+        };
+        if wait > MAX_WAIT {
+            return Err(Error::InvalidQuery(format!("wait is at most {MAX_WAIT:?}")));
+        }
+        Ok(Some((index, wait)))
+    }
+}
+
 async fn get_key(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<GetQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let key = key(&state, path)?;
     caller.may(Access::Read, key.as_str())?;
     let level = read_level(&headers)?;
+    let Query(q) = query.map_err(|e| Error::InvalidQuery(e.body_text()))?;
+    if let Some((after, wait)) = q.blocking()? {
+        // Wait on this node's history, then read at the level asked.
+        state
+            .store
+            .wait_for_change(key.as_str(), after, wait)
+            .await?;
+    }
     let (meta, value) = state.store.get(key.as_str(), level).await?;
     let head = Head::read(&meta, level);
     Ok(match value {
@@ -102,6 +148,7 @@ pub fn check_outcome(outcome: &WriteOutcome, idempotency_key: Option<&str>) -> R
             index: outcome.index,
             replayed: outcome.replayed,
         }),
+        Some(CommandResult::LeaseNotFound { id }) => Err(Error::LeaseNotFound(*id)),
         Some(CommandResult::IdempotencyConflict) => Err(Error::IdempotencyKeyReused(
             idempotency_key.unwrap_or_default().to_string(),
         )),
@@ -163,10 +210,19 @@ async fn put_key(
     let value =
         body.map_err(|e| Error::body_rejected(e, content_length(&headers), limit, "value"))?;
     check_value(&value, limit)?;
-    let command = Command::Put {
-        key,
-        value: value.to_vec(),
-        precondition: precondition(&headers)?,
+    let precondition = precondition(&headers)?;
+    let command = match lease(&headers)? {
+        None => Command::Put {
+            key,
+            value: value.to_vec(),
+            precondition,
+        },
+        Some(lease) => Command::PutLeased {
+            key,
+            value: value.to_vec(),
+            precondition,
+            lease,
+        },
     };
     let (level, outcome) = run_write(&state, &caller, &headers, command).await?;
     Ok(write_response(&state, level, outcome))

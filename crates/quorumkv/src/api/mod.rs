@@ -6,15 +6,20 @@ pub mod auth;
 pub mod cluster;
 pub mod headers;
 pub mod kv;
+pub mod lease;
 pub mod members;
 pub mod txn;
+pub mod watch;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
 use axum::http::{Method, Uri};
-use axum::middleware::map_response;
-use axum::response::Response;
+use axum::middleware::{map_response, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::error::Error;
@@ -34,20 +39,16 @@ pub fn router(state: AppState) -> Router {
         .merge(txn::router())
         .merge(cluster::router())
         .merge(members::router())
+        .merge(lease::router())
+        .merge(watch::router())
+        .merge(cluster::backup_router())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());
-    let request_timeout = state.store.config.request_timeout;
-    // A whole request, its body included, within --request-timeout-ms; but a
-    // backup, which takes as long as the data takes to snapshot.
     let client = client
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    move |_: tower::BoxError| async move { Error::RequestTimeout(request_timeout) },
-                ))
-                .layer(tower::timeout::TimeoutLayer::new(request_timeout)),
-        )
-        .merge(cluster::backup_router().with_state(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.store.config.request_timeout,
+            within_request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.store.config.auth.clone(),
             auth::authenticate,
@@ -57,6 +58,36 @@ pub fn router(state: AppState) -> Router {
         headers::add_served_by(resp.headers_mut(), id);
         resp
     }))
+}
+
+/// A whole request, its body included, within --request-timeout-ms; but not
+/// the requests that last as long as they are meant to: a backup (as long as
+/// the data takes), a watch (until the client goes) and a blocking read
+/// (until its `wait`).
+async fn within_request_timeout(
+    State(timeout): State<Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let uri = req.uri();
+    let long = match uri.path() {
+        "/v1/snapshot" | "/v1/watch" => true,
+        p => {
+            p.starts_with("/v1/kv/")
+                && req.method() == Method::GET
+                && uri.query().is_some_and(|q| {
+                    q.split('&')
+                        .any(|kv| kv.split('=').next() == Some("wait_index"))
+                })
+        }
+    };
+    if long {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => Error::RequestTimeout(timeout).into_response(),
+    }
 }
 
 /// `router` with JSON answers for unknown routes and methods.

@@ -39,6 +39,9 @@ pub mod path {
     /// cluster token without sending it ([`Challenge`] -> [`ProofReply`]).
     /// Needs neither the token nor a cluster id.
     pub const PROVE: &str = "prove";
+    /// A follower hands a lease keepalive or TTL question to the leader,
+    /// which alone keeps deadlines ([`LeaseCall`] -> [`LeaseReply`]).
+    pub const LEASE: &str = "lease";
 
     /// Whether a request's URI path is `/raft/<name>`.
     pub fn is(uri_path: &str, name: &str) -> bool {
@@ -188,3 +191,29 @@ pub struct FullSnapshot {
     pub meta: SnapshotMeta,
     pub data: Vec<u8>,
 }
+
+/// `/raft/lease`: what only the leader knows of a lease, its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseCall {
+    pub id: u64,
+    /// Restart the lease's TTL (a keepalive); else only report it.
+    pub keep_alive: bool,
+    /// The token name asking, when clients authenticate and it is not an
+    /// admin: only the lease's owner may use it.
+    pub caller: Option<String>,
+}
+
+/// A lease as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub id: u64,
+    pub ttl_ms: u64,
+    /// Until the leader revokes it, unless kept alive.
+    pub remaining_ms: u64,
+    /// Its keys, in key order, at most [`crate::store::leases::MAX_LISTED_KEYS`].
+    pub keys: Vec<String>,
+    /// More keys than listed.
+    pub more_keys: bool,
+}
+
+pub type LeaseReply = LeaderReply<LeaseInfo>;

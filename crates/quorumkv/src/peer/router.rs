@@ -21,8 +21,8 @@ use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
 use crate::peer::messages::{
-    path, Challenge, FullSnapshot, JoinReply, JoinRequest, MemberChange, MembersReply, ProofReply,
-    WaitApplied,
+    path, Challenge, FullSnapshot, JoinReply, JoinRequest, LeaseCall, LeaseReply, MemberChange,
+    MembersReply, ProofReply, WaitApplied,
 };
 use crate::raft::{
     decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, TransferLeaderRequest,
@@ -58,6 +58,7 @@ pub fn router(
         .route(&route(path::JOIN), post(join))
         .route(&route(path::PROVE), post(prove))
         .route(&route(path::TRANSFER_LEADER), post(transfer_leader))
+        .route(&route(path::LEASE), post(lease))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .merge(snapshot)
         .with_state(store);
@@ -178,6 +179,12 @@ async fn wait_applied(State(store): Peer, body: Body) -> Result<Response, Error>
 async fn members(State(store): Peer, body: Body) -> Result<Response, Error> {
     let change: MemberChange = parse(body)?;
     let answer: MembersReply = store.leader_members(change).await.into();
+    Ok(reply(&answer))
+}
+
+async fn lease(State(store): Peer, body: Body) -> Result<Response, Error> {
+    let call: LeaseCall = parse(body)?;
+    let answer: LeaseReply = store.leader_lease(call).await.into();
     Ok(reply(&answer))
 }
 

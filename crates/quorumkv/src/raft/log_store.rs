@@ -98,7 +98,7 @@ impl LogStore {
         let log = durable.db().open_tree("log")?;
         let meta = durable.db().open_tree("raft_meta")?;
         let committed = sm.db().open_tree("raft_committed")?;
-        let applied = SmReader::new(sm.db().open_tree(crate::sm::TREE)?);
+        let applied = SmReader::unwatched(sm.db().open_tree(crate::sm::TREE)?);
         let flusher = durable.start_flusher();
         Ok(LogStore {
             durable,

@@ -16,15 +16,26 @@ use crate::raft::{
     StoredMembership, TypeConfig,
 };
 use crate::sm::apply::Changes;
+use crate::sm::history;
 use crate::sm::idempotency::{self, Policy};
 use crate::sm::reader::SmReader;
 use crate::sm::{APPLIED, MEMBERSHIP};
+
+/// What the state machine keeps and for how long (the same on every node
+/// for idempotency; history is each node's own).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub idempotency: Policy,
+    pub history: history::Limit,
+}
 
 pub struct StateMachine {
     durable: Durable,
     tree: sled::Tree,
     snapshot_file: SnapshotFile,
-    policy: Policy,
+    retention: Retention,
+    /// The applied index, for watchers and blocking reads to wait on.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 fn sm_err<E: std::error::Error + Send + Sync + 'static>(
@@ -37,14 +48,18 @@ impl StateMachine {
     pub fn open(
         durable: Durable,
         snapshot_file: SnapshotFile,
-        policy: Policy,
+        retention: Retention,
     ) -> Result<Self, sled::Error> {
         let tree = durable.db().open_tree(crate::sm::TREE)?;
+        let reader = SmReader::unwatched(tree.clone());
+        let applied = reader.applied_index()?;
+        history::mark_floor(&tree, applied)?;
         Ok(StateMachine {
             durable,
             tree,
             snapshot_file,
-            policy,
+            retention,
+            applied: tokio::sync::watch::Sender::new(applied),
         })
     }
 
@@ -72,7 +87,7 @@ impl StateMachine {
     }
 
     pub fn reader(&self) -> SmReader {
-        SmReader::new(self.tree.clone())
+        SmReader::new(self.tree.clone(), self.applied.subscribe())
     }
 }
 
@@ -114,7 +129,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Stream<Item = Result<EntryResponder<TypeConfig>, StorageError>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        let mut changes = Changes::new(&self.tree, self.policy);
+        let mut changes = Changes::new(&self.tree, self.retention.idempotency);
         let mut results: Vec<Vec<CommandResult>> = Vec::with_capacity(entries.len());
         let mut last = None;
         for (entry, _) in &entries {
@@ -143,7 +158,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.tree
             .apply_batch(changes.into_batch())
             .map_err(sm_err("apply"))?;
-        idempotency::collect_garbage(&self.tree, self.policy).map_err(sm_err("apply"))?;
+        idempotency::collect_garbage(&self.tree, self.retention.idempotency)
+            .map_err(sm_err("apply"))?;
+        history::trim(&self.tree, self.retention.history).map_err(sm_err("apply"))?;
+        if let Some(last) = last {
+            self.applied.send_replace(last.index);
+        }
         for ((_, responder), result) in entries.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -193,6 +213,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .sync()
             .await
             .map_err(sm_err("install snapshot"))?;
+        if let Some(last) = meta.last_log_id {
+            self.applied.send_replace(last.index);
+        }
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -260,7 +283,7 @@ mod tests {
     async fn open(dir: &std::path::Path) -> (StateMachine, SnapshotFile) {
         let durable = Durable::open(&dir.join("sm")).expect("open sled");
         let file = SnapshotFile::open(dir.join("snapshot")).expect("snapshot file");
-        let sm = StateMachine::open(durable, file.clone(), Policy::default()).expect("sm");
+        let sm = StateMachine::open(durable, file.clone(), Retention::default()).expect("sm");
         (sm, file)
     }
 

@@ -8,7 +8,6 @@ use crate::raft::log_store::LogStore;
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::TypeConfig;
-use crate::sm::idempotency::Policy;
 
 /// The suite still reports openraft's `StorageError`; our stores speak `io::Error`.
 type SuiteError = openraft::StorageError<TypeConfig>;
@@ -31,7 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         // No snapshot guard: the suite purges logs without building snapshots.
         let log = LogStore::open(log_db, sm_db.clone(), None).map_err(io_err)?;
         let snapshots = SnapshotFile::open(dir.path().join("snapshot")).map_err(io_err)?;
-        let sm = StateMachine::open(sm_db, snapshots, Policy::default()).map_err(io_err)?;
+        let sm = StateMachine::open(sm_db, snapshots, Default::default()).map_err(io_err)?;
         Ok((dir, log, sm))
     }
 }

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use crate::command::{Command, CommandResult, OpResult, Precondition, Request, Txn, TxnOp};
 use crate::kv::{answer_bytes, Key, Versioned};
+use crate::sm::history::{self, Stored};
 use crate::sm::idempotency::{self, Policy};
+use crate::sm::lease;
 use crate::sm::{data_key, read_u64, CLOCK, DATA_BYTES};
 
 /// Pending writes of one apply call, read through to the tree.
@@ -15,6 +17,10 @@ pub struct Changes<'a> {
     tree: &'a sled::Tree,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     policy: Policy,
+    /// The state machine's clock for the request being applied.
+    clock: u64,
+    /// The index being applied and the next history record number in it.
+    history_seq: (u64, u32),
 }
 
 impl<'a> Changes<'a> {
@@ -23,6 +29,8 @@ impl<'a> Changes<'a> {
             tree,
             pending: HashMap::new(),
             policy,
+            clock: 0,
+            history_seq: (0, 0),
         }
     }
 
@@ -41,6 +49,24 @@ impl<'a> Changes<'a> {
         self.pending.insert(k, None);
     }
 
+    /// The keys with this prefix, pending changes included, in no order.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, sled::Error> {
+        let mut keys = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, _) = item?;
+            if !self.pending.contains_key(k.as_ref()) {
+                keys.push(k.to_vec());
+            }
+        }
+        keys.extend(
+            self.pending
+                .iter()
+                .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
+                .map(|(k, _)| k.clone()),
+        );
+        Ok(keys)
+    }
+
     fn get(&self, key: &Key) -> Result<Option<Versioned>, sled::Error> {
         Ok(self
             .get_raw(&data_key(key.as_str()))?
@@ -54,14 +80,48 @@ impl<'a> Changes<'a> {
             value: value.to_vec(),
         };
         self.set_raw(data_key(key.as_str()), record.encode());
+        lease::detach(self, key.as_str())?;
+        self.record_change(index, key.as_str(), Some(value))?;
         self.count_bytes(key, old.as_ref(), Some(value.len()))
     }
 
-    fn delete(&mut self, key: &Key) -> Result<bool, sled::Error> {
+    /// Deletes `key` (and its lease attachment); whether it existed.
+    pub(crate) fn delete(&mut self, key: &Key, index: u64) -> Result<bool, sled::Error> {
         let old = self.get(key)?;
+        if old.is_none() {
+            return Ok(false);
+        }
         self.remove_raw(data_key(key.as_str()));
+        lease::detach(self, key.as_str())?;
+        self.record_change(index, key.as_str(), None)?;
         self.count_bytes(key, old.as_ref(), None)?;
-        Ok(old.is_some())
+        Ok(true)
+    }
+
+    /// Adds a change to the history watchers read ([`history`]).
+    fn record_change(
+        &mut self,
+        index: u64,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), sled::Error> {
+        let seq = match self.history_seq {
+            (i, next) if i == index => next,
+            _ => 0,
+        };
+        self.history_seq = (index, seq + 1);
+        let stored = Stored {
+            at_ms: self.clock,
+            key: key.to_string(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        self.set_raw(
+            history::record_key(index, seq),
+            history::encode_stored(&stored),
+        );
+        let len = read_u64(self.get_raw(history::LEN)?) + 1;
+        self.set_raw(history::LEN.to_vec(), len.to_be_bytes().to_vec());
+        Ok(())
     }
 
     /// Keeps `m:data_bytes` (user keys + values) up to date as `key` goes
@@ -98,6 +158,7 @@ impl<'a> Changes<'a> {
     /// Applies the request in the log entry at `index`.
     pub fn apply(&mut self, index: u64, req: &Request) -> Result<CommandResult, sled::Error> {
         let clock = self.advance_clock(req.at_ms)?;
+        self.clock = clock;
         let Some(idem) = &req.idempotency else {
             return self.apply_command(index, &req.command);
         };
@@ -141,10 +202,30 @@ impl<'a> Changes<'a> {
                 if let Some(failed) = self.check(key, precondition)? {
                     return Ok(failed);
                 }
-                let existed = self.delete(key)?;
+                let existed = self.delete(key, index)?;
                 Ok(CommandResult::Delete { existed })
             }
             Command::Txn(txn) => self.apply_txn(index, txn),
+            Command::PutLeased {
+                key,
+                value,
+                precondition,
+                lease,
+            } => {
+                if !lease::exists(self, *lease)? {
+                    return Ok(CommandResult::LeaseNotFound { id: *lease });
+                }
+                if let Some(failed) = self.check(key, precondition)? {
+                    return Ok(failed);
+                }
+                self.put(key, value, index)?;
+                lease::attach(self, key.as_str(), *lease);
+                Ok(CommandResult::Put)
+            }
+            Command::LeaseGrant { ttl_ms, owner } => {
+                Ok(lease::grant(self, index, *ttl_ms, owner.clone()))
+            }
+            Command::LeaseRevoke { id } => lease::revoke(self, index, *id),
         }
     }
 
@@ -191,7 +272,7 @@ impl<'a> Changes<'a> {
                     OpResult::Put
                 }
                 TxnOp::Delete { key } => OpResult::Delete {
-                    existed: self.delete(key)?,
+                    existed: self.delete(key, index)?,
                 },
                 TxnOp::Get { key } => OpResult::Get {
                     key: key.clone(),

@@ -6,10 +6,14 @@
 //! - `m:applied`, `m:membership`: last-applied log id and membership (Raft's);
 //! - `m:clock`, `m:idem_seq`: the idempotency clock and record counter;
 //! - `m:data_bytes`: bytes of user keys and values stored (the disk quota's measure);
-//! - `i<idempotency key>`: a recorded result; `t<seq>`: records in creation order.
+//! - `i<idempotency key>`: a recorded result; `t<seq>`: records in creation order;
+//! - `w<index><seq>`, `m:watch_floor`, `m:watch_len`: the change history ([`history`]);
+//! - `l<id>`, `a<id><key>`, `o<key>`: leases and their keys ([`lease`]).
 
 pub mod apply;
+pub mod history;
 pub mod idempotency;
+pub mod lease;
 pub mod reader;
 
 /// The sled tree of the state machine (in the `sm` database).

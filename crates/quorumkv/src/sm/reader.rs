@@ -3,18 +3,74 @@
 
 use crate::kv::{answer_bytes, Pair, Versioned};
 use crate::raft::{decode, LogId};
+use crate::sm::history::{self, Read, Want};
 use crate::sm::idempotency::Record;
+use crate::sm::lease::{self, Lease};
 use crate::sm::{data_key, idem_key, read_u64, APPLIED, DATA_BYTES};
 
 /// Read access to applied state; cheap to clone.
 #[derive(Clone)]
 pub struct SmReader {
     tree: sled::Tree,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl SmReader {
-    pub fn new(tree: sled::Tree) -> Self {
-        SmReader { tree }
+    pub fn new(tree: sled::Tree, applied: tokio::sync::watch::Receiver<u64>) -> Self {
+        SmReader { tree, applied }
+    }
+
+    /// A reader for one-off reads: its [`Self::applied_changes`] never change.
+    pub fn unwatched(tree: sled::Tree) -> Self {
+        SmReader::new(tree, tokio::sync::watch::channel(0).1)
+    }
+
+    /// Changes whenever the state machine applies entries or installs a
+    /// snapshot; holds the applied index.
+    pub fn applied_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Matching changes from `want.from` on, as far as this node has applied.
+    pub fn history(&self, want: &Want<'_>) -> Result<Read, sled::Error> {
+        let applied = self.applied_index()?;
+        history::read(&self.tree, want, applied)
+    }
+
+    /// Every lease: id and record.
+    pub fn leases(&self) -> Result<Vec<(u64, Lease)>, sled::Error> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(lease::lease_prefix()) {
+            let (k, v) = item?;
+            if let (Some(id), Some(l)) = (lease::id_of(&k), lease::decode_lease(&v)) {
+                out.push((id, l));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lease `id`, and up to `max_keys` of its keys (in key order).
+    pub fn lease(
+        &self,
+        id: u64,
+        max_keys: usize,
+    ) -> Result<Option<(Lease, Vec<String>)>, sled::Error> {
+        let Some(raw) = self.tree.get(lease::lease_key(id))? else {
+            return Ok(None);
+        };
+        let Some(l) = lease::decode_lease(&raw) else {
+            return Ok(None);
+        };
+        let mut keys = Vec::new();
+        for item in self
+            .tree
+            .scan_prefix(lease::attached_prefix(id))
+            .take(max_keys)
+        {
+            let (k, _) = item?;
+            keys.push(lease::key_of_attachment(&k));
+        }
+        Ok(Some((l, keys)))
     }
 
     /// The last applied log index (0 before anything is applied).

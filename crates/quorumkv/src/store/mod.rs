@@ -14,6 +14,7 @@
 //! on a new one.
 
 mod failover;
+pub mod leases;
 mod proposer;
 pub use proposer::QueueBounds;
 mod members;
@@ -21,6 +22,7 @@ pub use members::MAX_PROMOTE_LAG;
 mod quota;
 mod read;
 mod rounds;
+pub mod watch;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,6 +146,8 @@ pub struct Store {
     /// Leader-side rounds, shared by its own reads and its followers'.
     leader_read_rounds: read::LeaderSharedReads,
     quota_alarm: quota::Alarm,
+    watchers: watch::Watchers,
+    lease_deadlines: leases::Deadlines,
 }
 
 impl Store {
@@ -160,7 +164,9 @@ impl Store {
             failover::start(me.clone());
         }
         quota::start(me.clone());
+        leases::start(me.clone());
         let (read_rounds, leader_read_rounds) = Self::start_read_rounds(me);
+        let watchers = watch::Watchers::new(config.watch.max_watchers);
         Store {
             id: config.id,
             raft,
@@ -173,6 +179,8 @@ impl Store {
             read_rounds,
             leader_read_rounds,
             quota_alarm: quota::Alarm::default(),
+            watchers,
+            lease_deadlines: leases::Deadlines::default(),
         }
     }
 

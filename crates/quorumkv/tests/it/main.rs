@@ -21,3 +21,4 @@ mod slow_clients;
 mod tls;
 mod torture;
 mod txn;
+mod watch;
