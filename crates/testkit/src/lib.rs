@@ -9,6 +9,8 @@
 //! cluster.rs   LocalCluster: free ports, temp dirs, logs, kill -9, SIGSTOP, restart
 //! process.rs   ports, fresh dirs, signals, /proc: what LocalCluster builds on
 //! client.rs    Client: put/get/delete/list with headers, /v1/txn, /v1/cluster
+//! lock.rs      the lock recipe (lease + If-None-Match + fencing token), run
+//!              through a leader kill and a paused holder, then checked
 //! watch.rs     Watcher (GET /v1/watch, server-sent events) and the lease calls
 //! wire.rs      the API's JSON bodies: Txn, Compare, Op; WriteAck, TxnAck, ApiError
 //! drive.rs     what workloads share: seeded rng, node rotation, the mid-run leader kill
@@ -32,6 +34,7 @@ pub mod client;
 pub mod cluster;
 pub mod drive;
 pub mod example;
+pub mod lock;
 pub mod process;
 pub mod rng;
 pub mod torture;

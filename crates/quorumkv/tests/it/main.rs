@@ -13,6 +13,7 @@ mod harness;
 mod http;
 mod idempotency;
 mod kv;
+mod lease;
 mod lifecycle;
 mod limits;
 mod members;
