@@ -38,6 +38,10 @@ async fn torture_every_fault_kind() {
             "too little load to mean anything (seed {seed})\n{report}"
         );
         assert!(
+            report.watchers.iter().all(|(changes, _)| *changes > 100),
+            "the watchers saw too little to mean anything (seed {seed})\n{report}"
+        );
+        assert!(
             report.passed(),
             "torture found {} anomalies (seed {seed}; rerun with QKV_TORTURE_SEED={seed})\n{report}",
             report.failures()

@@ -24,6 +24,7 @@ pub mod recorder;
 pub mod run;
 pub mod settle;
 pub mod verdict;
+pub mod watchers;
 pub mod workload;
 
 pub use failover::{failover, FailoverConfig, FailoverReport};

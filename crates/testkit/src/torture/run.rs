@@ -16,7 +16,11 @@ use crate::torture::proxy::{node_ip, Fabric, ProxyStats};
 use crate::torture::recorder::Recorder;
 use crate::torture::settle::{settle, Settled, FINAL_READER};
 use crate::torture::verdict::{self, Findings};
-use crate::torture::workload::{Workload, WorkloadConfig};
+use crate::torture::watchers::{self, Watchers};
+use crate::torture::workload::{Workload, WorkloadConfig, KEY_PREFIX};
+
+/// Watchers following every change of the workload's keys.
+const WATCHERS: usize = 2;
 use crate::{Error, LocalCluster, NodeId, Options};
 
 /// Everything a run needs.
@@ -109,6 +113,8 @@ pub struct RunReport {
     /// "installing snapshot" lines in the node logs.
     pub snapshot_installs: usize,
     pub proxy: ProxyStats,
+    /// Per watcher: changes seen and reconnects.
+    pub watchers: Vec<(usize, usize)>,
     pub settled: Settled,
     pub findings: Findings,
     pub allow_unknown: usize,
@@ -165,6 +171,12 @@ impl fmt::Display for RunReport {
              (blackhole), {} open ones severed",
             self.proxy.forwarded, self.proxy.refused, self.proxy.swallowed, self.proxy.severed
         )?;
+        for (w, (changes, reconnects)) in self.watchers.iter().enumerate() {
+            writeln!(
+                f,
+                "  watcher {w}: {changes} changes seen, {reconnects} reconnects to another node"
+            )?;
+        }
         let fi = &self.findings;
         writeln!(
             f,
@@ -255,6 +267,12 @@ async fn drive(
         .into_iter()
         .map(|id| Ok((id, cluster.url(id)?)))
         .collect::<Result<Vec<_>, Error>>()?;
+    let watch_nodes = cluster
+        .ids()
+        .into_iter()
+        .map(|id| Ok((id, cluster.client(id)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let watchers = Watchers::start(watch_nodes, WATCHERS, KEY_PREFIX, 1);
     let workload = Arc::new(Workload::new(config.workload.clone(), rec.clone(), urls));
     let load = {
         let w = workload.clone();
@@ -285,6 +303,9 @@ async fn drive(
 
     let keys: BTreeSet<String> = rec.records().into_iter().map(|r| r.key).collect();
     let settled = settle(cluster, &rec, &keys, config.settle).await;
+    let watch_logs = watchers
+        .finish(settled.committed, Duration::from_secs(90))
+        .await;
     rec.save(cluster.dir())
         .map_err(|e| Error::Unexpected(format!("save the history: {e}")))?;
 
@@ -313,6 +334,8 @@ async fn drive(
             .await
             .map_err(|e| Error::Unexpected(format!("checker: {e}")))?
     };
+    let mut findings = findings;
+    findings.watch = watchers::check(&ops, &watch_logs);
     let check_time = check_start.elapsed();
 
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
@@ -350,6 +373,10 @@ async fn drive(
         snapshot_catch_ups,
         snapshot_installs,
         proxy: fabric.stats(),
+        watchers: watch_logs
+            .iter()
+            .map(|l| (l.changes.len(), l.reconnects))
+            .collect(),
         settled,
         findings,
         allow_unknown: config.allow_unknown,

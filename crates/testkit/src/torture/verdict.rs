@@ -39,6 +39,8 @@ pub struct Findings {
     pub replicas: Vec<String>,
     pub panics: Vec<String>,
     pub nemesis: Vec<String>,
+    /// Watch streams that missed, repeated, reordered or invented a change.
+    pub watch: Vec<String>,
 }
 
 impl Findings {
@@ -60,6 +62,7 @@ impl Findings {
             ("replicas not caught up or not identical", &self.replicas),
             ("panics in node logs", &self.panics),
             ("faults not healed or cluster not recovered", &self.nemesis),
+            ("watch anomalies", &self.watch),
         ]
     }
 
