@@ -280,6 +280,8 @@ pub async fn run(
             // leader (a write is forwarded to it).
             store.hand_over_if_leader().await;
         }
+        // Watches never end by themselves: close them so the drain can.
+        store.watchers().close_all();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

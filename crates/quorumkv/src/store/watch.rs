@@ -74,27 +74,53 @@ pub struct Watch {
     pub last: oneshot::Receiver<Item>,
 }
 
-/// The permits that bound watches and blocking reads (`--max-watchers`).
+/// The permits that bound watches and blocking reads (`--max-watchers`),
+/// and the signal that ends them all when the node stops.
 #[derive(Clone)]
-pub struct Watchers(Arc<Semaphore>, usize);
+pub struct Watchers {
+    permits: Arc<Semaphore>,
+    max: usize,
+    closing: tokio::sync::watch::Sender<bool>,
+}
 
 impl Watchers {
     pub fn new(max: usize) -> Self {
-        Watchers(Arc::new(Semaphore::new(max)), max)
+        Watchers {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            closing: tokio::sync::watch::Sender::new(false),
+        }
     }
 
     fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
-        self.0.clone().try_acquire_owned().map_err(|_| {
+        if *self.closing.borrow() {
+            return Err(Error::ShuttingDown);
+        }
+        self.permits.clone().try_acquire_owned().map_err(|_| {
             Error::Overloaded(format!(
                 "{} watches and blocking reads are open here (--max-watchers)",
-                self.1
+                self.max
             ))
         })
     }
 
     /// How many are open now.
     pub fn open(&self) -> usize {
-        self.1 - self.0.available_permits()
+        self.max - self.permits.available_permits()
+    }
+
+    /// Ends every watch (its stream closes: the client resumes elsewhere)
+    /// and answers every blocking read now, so a stopping node drains.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Self::close_all`] was called.
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 }
 
@@ -114,6 +140,7 @@ impl Store {
         let (tx, items) = mpsc::channel(QUEUE);
         let (last_tx, last) = oneshot::channel();
         let feed = Feed {
+            closed: Box::pin(self.watchers.closed()),
             reader: self.reader.clone(),
             filter,
             next: from,
@@ -143,6 +170,7 @@ impl Store {
         let mut applied = self.reader.applied_changes();
         let mut next = after + 1;
         let deadline = tokio::time::Instant::now() + wait;
+        let mut closed = std::pin::pin!(self.watchers.closed());
         loop {
             match self.reader.history(&filter.want(next))? {
                 Read::Compacted { .. } => return Ok(true),
@@ -156,10 +184,14 @@ impl Store {
                     }
                 }
             }
-            match tokio::time::timeout_at(deadline, applied.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Error::ShuttingDown),
-                Err(_) => return Ok(false),
+            tokio::select! {
+                waited = tokio::time::timeout_at(deadline, applied.changed()) => match waited {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Error::ShuttingDown),
+                    Err(_) => return Ok(false),
+                },
+                // Stopping: answer now with what this node has.
+                () = &mut closed => return Ok(false),
             }
         }
     }
@@ -171,6 +203,8 @@ impl Store {
 
 /// One watch's reading task.
 struct Feed {
+    /// The node is stopping.
+    closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     reader: SmReader,
     filter: Filter,
     /// The next index to read from.
@@ -223,7 +257,11 @@ impl Feed {
                 continue;
             }
             // Caught up: wait for the next apply, or say where we are.
-            match tokio::time::timeout_at(quiet + PROGRESS_EVERY, applied.changed()).await {
+            let waited = tokio::select! {
+                w = tokio::time::timeout_at(quiet + PROGRESS_EVERY, applied.changed()) => w,
+                () = &mut self.closed => return Stop::Gone,
+            };
+            match waited {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Stop::Gone,
                 Err(_) => {
@@ -254,6 +292,7 @@ impl Feed {
                     permit.map_err(|_| Stop::Gone)?.send(item);
                     return Ok(());
                 }
+                () = &mut self.closed => return Err(Stop::Gone),
                 changed = applied.changed() => {
                     changed.map_err(|_| Stop::Gone)?;
                     let lag = applied.borrow().saturating_sub(resume_from);

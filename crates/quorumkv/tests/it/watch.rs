@@ -320,3 +320,35 @@ async fn a_blocking_read_answers_when_the_key_changes_or_at_its_deadline() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_node_ends_its_watches_and_blocking_reads() {
+    within(secs(90), async {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(secs(10)).await;
+        let node = c.others(leader)[0];
+        let index = c.put_ok(leader, "st/k", "v").await;
+        let mut w = open(&c, node, &WatchQuery::prefix("st/")).await;
+        let path = format!("st/k?wait_index={index}&wait=60s");
+        let blocked = c.get_with(node, &path, &[("x-consistency", "eventual")]);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            let status = ok("terminate", c.kit().terminate(node, secs(9)).await);
+            (status, started.elapsed())
+        };
+        let (r, (status, took)) = tokio::join!(blocked, stop);
+        assert!(status.success(), "{status:?}");
+        // Well inside the 10 s drain: nothing waited for the watch to end.
+        assert!(took < secs(8), "stopping took {took:?}");
+        assert!(r.status == 200 || r.status == 503, "{r:?}");
+        loop {
+            match w.next(secs(5)).await {
+                Ok(Some(WatchEvent::Progress(_))) => {}
+                Ok(None) | Err(_) => break,
+                Ok(Some(other)) => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+}
