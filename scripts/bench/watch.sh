@@ -14,7 +14,7 @@
 # Workload: strong PUT of 256-byte values over 10,000 keys, 64 connections,
 # to the leader. The watchers watch every key (prefix ""), through a
 # follower. The stalled watcher is `curl --limit-rate 1` (it reads nothing
-# to speak of); nodes run with QKV_WATCH_MAX_LAG=5000, so it is cut off
+# to speak of); nodes run with QKV_WATCH_MAX_LAG=500, so it is cut off
 # within the run, and the script checks that the node logged it.
 # Environment: WATCH_BASE_PORT (default 17601): clients on BASE..BASE+2.
 # Everything it starts is stopped and deleted on exit, Ctrl-C included.
@@ -40,7 +40,7 @@ done
 WORK="$(mktemp -d -t quorumkv-watch-bench.XXXXXX)"
 export QKV_CLUSTER_DIR="$WORK/cluster"
 export QKV_BASE_PORT="${WATCH_BASE_PORT:-17601}"
-export QKV_WATCH_MAX_LAG=5000
+export QKV_WATCH_MAX_LAG=500
 CLUSTER="$ROOT/scripts/cluster.sh"
 PIDS=()
 stop_watchers() {
