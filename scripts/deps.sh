@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs and may be missing on a fresh Debian machine:
-#   - strace and curl (apt-get, only when missing)
+#   - strace, curl, promtool (package prometheus: `promtool check metrics`) and
+#     chromium (headless, for the dashboard test) (apt-get, only when missing;
+#     no service is started by the install)
 #   - the rustfmt and clippy components (rustup, only when missing)
 # Safe to run repeatedly: when everything is present it only checks and exits.
 # Used by .ci/run and scripts/test.sh.
@@ -9,7 +11,7 @@ set -euo pipefail
 log() { printf '[deps] %s\n' "$*" >&2; }
 
 # Commands that must be on PATH -> Debian package that provides them.
-declare -A APT_PKG_FOR=([strace]=strace [curl]=curl)
+declare -A APT_PKG_FOR=([strace]=strace [curl]=curl [promtool]=prometheus [chromium]=chromium)
 
 missing_pkgs=()
 for cmd in "${!APT_PKG_FOR[@]}"; do
@@ -34,10 +36,24 @@ if ((${#missing_pkgs[@]} > 0)); then
         fi
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # The prometheus package would start its server: we want only promtool.
+    # A policy-rc.d that says "no" keeps the install from starting services.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod +x "$policy"
+        made_policy=1
+    fi
     log "apt-get update"
     "${sudo[@]}" apt-get update
     log "apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
-    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
+    status=0
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing_pkgs[@]}" || status=$?
+    if ((made_policy)); then
+        "${sudo[@]}" rm -f "$policy"
+    fi
+    ((status == 0)) || exit "$status"
 fi
 
 # cargo fmt / cargo clippy are part of the test command; a minimal rustup profile lacks them.
@@ -54,4 +70,4 @@ if ((${#missing_components[@]} > 0)); then
     fi
 fi
 
-log "ok: strace, curl, cargo fmt, cargo clippy present"
+log "ok: strace, curl, promtool, chromium, cargo fmt, cargo clippy present"

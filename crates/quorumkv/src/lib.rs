@@ -1,7 +1,7 @@
 //! quorumkv: a replicated key-value store with per-request consistency.
 //!
-//! The server only: the test kit and the bench tools live in their own
-//! crates and run the `quorumkv` binary.
+//! The server and its command line client (`cli/`): the test kit and the
+//! bench tools live in their own crates and run the `quorumkv` binary.
 //!
 //! ```text
 //! config.rs             flags + env -> validated Config
@@ -29,18 +29,25 @@
 //! api/kv.rs             /v1/kv routes
 //! api/txn.rs            /v1/txn
 //! api/cluster.rs        /v1/cluster, /health, /ready
+//! api/watch.rs          /v1/watch (server-sent events)
+//! api/lease.rs          /v1/lease, /v1/leases
+//! api/ops.rs            /metrics, /ui (embedded ui.html), request metrics and spans
+//! metrics.rs            the Prometheus registry and every metric
+//! cli/                  `quorumkv get|put|del|list|txn|watch|lease|members|status`
 //! ```
 
 pub mod api;
 pub mod backup;
 pub mod bootstrap;
 pub mod certs;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod config_file;
 pub mod error;
 pub mod kv;
 pub mod listener;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod raft;

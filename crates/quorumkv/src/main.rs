@@ -17,11 +17,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "quorumkv",
     version,
-    about = "A replicated key-value store: strong or eventual consistency per request"
+    about = "A replicated key-value store: strong or eventual consistency per request",
+    after_help = quorumkv::cli::EXIT_CODES
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object each.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QKV_LOG_FORMAT")]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +56,8 @@ enum Cmd {
     /// Make a throwaway CA and certificates for a local or test cluster
     /// (peer and client CAs, node-N and client certificates) in --out.
     Certs(CertsArgs),
+    #[command(flatten)]
+    Client(quorumkv::cli::ClientCmd),
 }
 
 async fn shutdown_signal() {
@@ -64,22 +77,33 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let serve = Cli::command()
         .find_subcommand("serve")
         .cloned()
         .context("no serve subcommand")?;
     let argv = quorumkv::config_file::expand(std::env::args_os().collect(), &serve)?;
-    match Cli::parse_from(argv).command {
+    let cli = Cli::parse_from(argv);
+    // The client commands speak through stdout/stderr and exit codes; they
+    // log only warnings.
+    let default = match cli.command {
+        Cmd::Client(_) => "warn",
+        _ => "info,openraft=warn,sled=warn",
+    };
+    init_logs(cli.log_format, default);
+    match cli.command {
         Cmd::Serve(args) => {
             let config = Config::try_from(*args).context("bad flags")?;
             quorumkv::node::run(config, shutdown_signal())
@@ -87,10 +111,21 @@ async fn main() -> anyhow::Result<()> {
                 .context("node failed")?;
         }
         Cmd::Snapshot(SnapshotCmd::Save(args)) => {
-            let done = quorumkv::backup::save(&args)
-                .await
-                .context("snapshot save")?;
-            println!("{done}");
+            // It takes as long as the data takes to snapshot and send.
+            let spinner = std::io::stderr().is_terminal().then(|| {
+                let s = indicatif::ProgressBar::new_spinner();
+                s.set_message(format!(
+                    "fetching a backup from {}",
+                    args.endpoints.join(", ")
+                ));
+                s.enable_steady_tick(std::time::Duration::from_millis(120));
+                s
+            });
+            let done = quorumkv::backup::save(&args).await;
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            println!("{}", done.context("snapshot save")?);
         }
         Cmd::Snapshot(SnapshotCmd::Restore(args)) => {
             let done = quorumkv::backup::restore(&args)
@@ -102,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             quorumkv::certs::run(&args).context("certs")?;
             println!("certificates written to {}", args.out.display());
         }
+        Cmd::Client(cmd) => return Ok(quorumkv::cli::run(cmd).await),
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -54,6 +54,8 @@ struct ClusterBody {
     quota_bytes: u64,
     /// Raised alarms: `quota` when data_bytes reached quota_bytes.
     alarms: Vec<&'static str>,
+    /// The last leader changes this node saw, oldest first.
+    leader_changes: Vec<crate::store::observe::LeaderChange>,
 }
 
 async fn cluster(
@@ -110,6 +112,7 @@ async fn cluster(
         } else {
             Vec::new()
         },
+        leader_changes: store.recent_leader_changes(),
     }))
 }
 

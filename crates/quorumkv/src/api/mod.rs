@@ -8,6 +8,7 @@ pub mod headers;
 pub mod kv;
 pub mod lease;
 pub mod members;
+pub mod ops;
 pub mod txn;
 pub mod watch;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(lease::router())
         .merge(watch::router())
         .merge(cluster::backup_router())
+        .merge(ops::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());
     let client = client
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             state.store.config.request_timeout,
             within_request_timeout,
         ))
+        .route_layer(axum::middleware::from_fn(ops::observe))
         .layer(axum::middleware::from_fn_with_state(
             state.store.config.auth.clone(),
             auth::authenticate,

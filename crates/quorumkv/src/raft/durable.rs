@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::raft::TypeConfig;
 
+/// A log flush slower than this is logged as a warning.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A sled database plus a handle on its data file for `fdatasync`.
 #[derive(Clone)]
 pub struct Durable {
@@ -79,7 +82,17 @@ impl Flusher {
 async fn flush_loop(durable: Durable, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 4096).await > 0 {
+        let started = std::time::Instant::now();
         let result = durable.sync().await;
+        let took = started.elapsed();
+        crate::metrics::observe(&crate::metrics::METRICS.fsync_seconds, took);
+        if took > SLOW_FLUSH {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                entries = batch.len(),
+                "slow log flush"
+            );
+        }
         if let Err(e) = &result {
             tracing::error!("log flush failed: {e}");
         }

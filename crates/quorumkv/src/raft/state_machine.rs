@@ -9,6 +9,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::command::CommandResult;
+use crate::metrics::METRICS;
 use crate::raft::durable::Durable;
 use crate::raft::snapshot::{snap_err, SnapshotFile, SnapshotPairs, StoredSnapshot};
 use crate::raft::{
@@ -129,6 +130,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Stream<Item = Result<EntryResponder<TypeConfig>, StorageError>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let started = std::time::Instant::now();
+        METRICS.apply_entries.observe(entries.len() as f64);
         let mut changes = Changes::new(&self.tree, self.retention.idempotency);
         let mut results: Vec<Vec<CommandResult>> = Vec::with_capacity(entries.len());
         let mut last = None;
@@ -161,6 +164,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         idempotency::collect_garbage(&self.tree, self.retention.idempotency)
             .map_err(sm_err("apply"))?;
         history::trim(&self.tree, self.retention.history).map_err(sm_err("apply"))?;
+        crate::metrics::observe(&METRICS.apply_seconds, started.elapsed());
         if let Some(last) = last {
             self.applied.send_replace(last.index);
         }
@@ -191,7 +195,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: SnapshotData,
     ) -> Result<(), StorageError> {
         tracing::info!(%meta, "installing snapshot");
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
+        METRICS.snapshot_bytes.set(data.len() as i64);
         let pairs: SnapshotPairs = decode(&data).map_err(snap_err("decode"))?;
         let mut batch = sled::Batch::default();
         for item in self.tree.iter() {
@@ -223,7 +229,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = self.snapshot_file.clone();
         tokio::task::spawn_blocking(move || file.save(&stored))
             .await
-            .map_err(snap_err("save"))?
+            .map_err(snap_err("save"))??;
+        crate::metrics::observe(&METRICS.snapshot_install_seconds, started.elapsed());
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
@@ -243,6 +251,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let pairs =
             std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(snap_err("copy tree"))?;
         let (last_log_id, last_membership) =
@@ -260,7 +269,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let stored = tokio::task::spawn_blocking(move || file.save(&stored).map(|()| stored))
             .await
             .map_err(snap_err("save"))??;
-        tracing::info!(%meta, "built snapshot");
+        METRICS.snapshot_bytes.set(stored.data.len() as i64);
+        crate::metrics::observe(&METRICS.snapshot_build_seconds, started.elapsed());
+        tracing::info!(%meta, bytes = stored.data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
             snapshot: Cursor::new(stored.data),

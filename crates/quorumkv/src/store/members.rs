@@ -385,13 +385,13 @@ fn matched(m: &RaftMetrics, id: NodeId) -> Option<u64> {
 }
 
 /// Entries between the leader's last log and `id`'s.
-fn lag_of(m: &RaftMetrics, id: NodeId) -> Option<u64> {
+pub(super) fn lag_of(m: &RaftMetrics, id: NodeId) -> Option<u64> {
     let last = m.last_log_index.unwrap_or(0);
     matched(m, id).map(|i| last.saturating_sub(i))
 }
 
 /// How long since `id` last acknowledged the leader (zero for the leader itself).
-fn ack_age(m: &RaftMetrics, id: NodeId) -> Option<Duration> {
+pub(super) fn ack_age(m: &RaftMetrics, id: NodeId) -> Option<Duration> {
     if id == m.id {
         return Some(Duration::ZERO);
     }

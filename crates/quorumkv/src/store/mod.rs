@@ -19,6 +19,7 @@ mod proposer;
 pub use proposer::QueueBounds;
 mod members;
 pub use members::MAX_PROMOTE_LAG;
+pub mod observe;
 mod quota;
 mod read;
 mod rounds;
@@ -148,6 +149,7 @@ pub struct Store {
     quota_alarm: quota::Alarm,
     watchers: watch::Watchers,
     lease_deadlines: leases::Deadlines,
+    leader_changes: observe::LeaderChanges,
 }
 
 impl Store {
@@ -165,6 +167,7 @@ impl Store {
         }
         quota::start(me.clone());
         leases::start(me.clone());
+        observe::start(raft.clone(), me.clone());
         let (read_rounds, leader_read_rounds) = Self::start_read_rounds(me);
         let watchers = watch::Watchers::new(config.watch.max_watchers);
         Store {
@@ -181,6 +184,7 @@ impl Store {
             quota_alarm: quota::Alarm::default(),
             watchers,
             lease_deadlines: leases::Deadlines::default(),
+            leader_changes: observe::LeaderChanges::default(),
         }
     }
 

@@ -150,6 +150,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, queued_bytes: Arc<Atom
         }
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+        crate::metrics::METRICS
+            .proposals
+            .inc_by(requests.len() as u64);
+        crate::metrics::METRICS
+            .proposal_batch
+            .observe(requests.len() as f64);
         // Submitted in arrival order, here; only the wait is spawned.
         let (responder, rx) = ProgressResponder::complete_only();
         let answer = raft

@@ -10,6 +10,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver as _;
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::linearizable_read::LinearizerOption;
 use openraft::ReadPolicy;
@@ -39,6 +40,7 @@ impl Store {
         let mut rounds = 0;
         loop {
             rounds += 1;
+            crate::metrics::METRICS.read_index_rounds.inc();
             let res = tokio::time::timeout(wait, self.raft.get_read_log_id(self.read_option()))
                 .await
                 .map_err(|_| Error::NoQuorum(format!("no quorum answered within {wait:?}")))?;
@@ -172,6 +174,15 @@ impl Store {
                 min_index,
                 max_staleness,
             } => {
+                let staleness = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow_watched();
+                    self.last_contact(&m)
+                };
+                if let Some(age) = staleness {
+                    let h = &crate::metrics::METRICS.eventual_staleness_seconds;
+                    crate::metrics::observe(h, age);
+                }
                 if let Some(max) = max_staleness {
                     let m = self.metrics();
                     match self.last_contact(&m) {
