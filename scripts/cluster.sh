@@ -401,7 +401,12 @@ print_examples() {
     done
     furl="$(node_url "${follower:-$leader}")"
     local curl="curl"
+    local cli_opts=""
+    if ((BASE_PORT != 7001)) || is_secure; then
+        cli_opts=" --endpoints $(node_url 1),$(node_url 2),$(node_url 3)"
+    fi
     if is_secure; then
+        cli_opts="$cli_opts --cacert $(tls_dir)/ca.crt --token-file $(admin_token_file)"
         curl="curl --cacert $(tls_dir)/ca.crt -H \"Authorization: Bearer \$QKV_TOKEN\""
         cat <<EOF
 
@@ -435,6 +440,11 @@ Examples (writes go to the leader; any node accepts them and forwards):
 
   # cluster state
   $curl -sS $lurl/v1/cluster
+
+The same binary is the client (quorumkv --help), and every node serves a dashboard:
+  $BIN status$cli_opts
+  $BIN put hello world$cli_opts && $BIN get hello$cli_opts
+  open $lurl/ui
 EOF
 }
 
