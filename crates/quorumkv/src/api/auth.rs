@@ -312,8 +312,9 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Routes open to everyone: a supervisor or load balancer probes them.
-const OPEN: [&str; 2] = ["/health", "/ready"];
+/// Routes open to everyone: a supervisor or load balancer probes the first
+/// two; the dashboard page holds no data (its requests carry a token).
+const OPEN: [&str; 3] = ["/health", "/ready", "/ui"];
 
 /// Middleware of the client routes: finds the caller and puts a [`Caller`]
 /// in the request's extensions, or answers `401`.

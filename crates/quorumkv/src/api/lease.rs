@@ -53,6 +53,7 @@ fn lease_id(path: Result<Path<u64>, PathRejection>) -> Result<u64, Error> {
 /// lost with its leader, and its id given to another lease.
 async fn lease_write(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     command: Command,
 ) -> Result<(ConsistencyLevel, WriteOutcome), Error> {
@@ -66,7 +67,7 @@ async fn lease_write(
     let write = Write {
         command,
         level,
-        idempotency_key: key.clone(),
+        idempotency_key: key.clone().map(|k| caller.scope_idempotency_key(k)),
     };
     let outcome = state.store.write(write).await?;
     check_outcome(&outcome, key.as_deref())?;
@@ -94,7 +95,7 @@ async fn grant(
         ttl_ms: ttl.as_millis() as u64,
         owner: caller.name().map(str::to_string),
     };
-    let (level, outcome) = lease_write(&state, &headers, command).await?;
+    let (level, outcome) = lease_write(&state, &caller, &headers, command).await?;
     let Some(CommandResult::LeaseGranted { id, ttl_ms }) = outcome.result else {
         return Err(Error::Internal(format!(
             "a lease grant answered {:?}",
@@ -168,7 +169,8 @@ async fn revoke(
     let id = lease_id(path)?;
     // Only its owner (or an admin) may end a lease: its keys go with it.
     leader_call(&state, &caller, id, false).await?;
-    let (level, outcome) = lease_write(&state, &headers, Command::LeaseRevoke { id }).await?;
+    let (level, outcome) =
+        lease_write(&state, &caller, &headers, Command::LeaseRevoke { id }).await?;
     let deleted = match outcome.result {
         Some(CommandResult::LeaseRevoked { deleted }) => deleted,
         Some(CommandResult::LeaseNotFound { id }) => return Err(Error::LeaseNotFound(id)),
@@ -198,10 +200,16 @@ struct Listed {
 
 #[derive(Serialize)]
 struct LeaseList {
-    /// As this node has applied them (a follower may lag).
+    /// As this node has applied them (a follower may lag), in id order, at
+    /// most [`MAX_LISTED`].
     leases: Vec<Listed>,
+    /// More leases than listed.
+    more: bool,
     index: u64,
 }
+
+/// Most leases one listing shows.
+const MAX_LISTED: usize = 10_000;
 
 async fn list(
     State(state): State<AppState>,
@@ -209,12 +217,18 @@ async fn list(
 ) -> Result<Json<LeaseList>, Error> {
     caller.require(Role::Read)?;
     let (index, leases) = state.store.leases()?;
+    let more = leases.len() > MAX_LISTED;
     let leases = leases
         .into_iter()
+        .take(MAX_LISTED)
         .map(|(id, l)| Listed {
             id,
             ttl_ms: l.ttl_ms,
         })
         .collect();
-    Ok(Json(LeaseList { leases, index }))
+    Ok(Json(LeaseList {
+        leases,
+        more,
+        index,
+    }))
 }

@@ -230,3 +230,110 @@ async fn sighup_reloads_the_auth_file_on_every_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_watches_metrics_and_the_dashboard_under_tokens() {
+    within(secs(120), async {
+        let opts = Options {
+            auth_file: Some(auth_file(true, true)),
+            client_token: Some(OPS.into()),
+            ..Options::default()
+        };
+        let c = Cluster::start_opts(3, opts).await;
+        let leader = c.leader(secs(10)).await;
+        let follower = c.others(leader)[0];
+        // The page is open (it holds no data); the metrics are not.
+        let r = as_(&c, follower, None, Method::GET, "/ui", &[], "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let r = as_(&c, follower, None, Method::GET, "/metrics", &[], "").await;
+        refused(&r, 401, "unauthorized");
+        let r = as_(&c, follower, Some(VIEWER), Method::GET, "/metrics", &[], "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+
+        // Leases need the write role and belong to the token that took them.
+        let ttl = r#"{"ttl":"30s"}"#;
+        let r = as_(
+            &c,
+            follower,
+            Some(VIEWER),
+            Method::POST,
+            "/v1/lease",
+            &[],
+            ttl,
+        )
+        .await;
+        refused(&r, 403, "forbidden");
+        let r = as_(
+            &c,
+            follower,
+            Some(FEEDS),
+            Method::POST,
+            "/v1/lease",
+            &[],
+            ttl,
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let id = r.json()["id"].as_u64().expect("lease id");
+        let keepalive = format!("/v1/lease/{id}/keepalive");
+        let r = as_(&c, follower, Some(FEEDS), Method::POST, &keepalive, &[], "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let lease = id.to_string();
+        let with_lease = [("x-lease", lease.as_str())];
+        let r = as_(
+            &c,
+            follower,
+            Some(FEEDS),
+            Method::PUT,
+            "/v1/kv/feeds/x",
+            &with_lease,
+            "v",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let r = as_(
+            &c,
+            follower,
+            Some(NEWBIE),
+            Method::POST,
+            &keepalive,
+            &[],
+            "",
+        )
+        .await;
+        refused(&r, 403, "forbidden");
+        let path = format!("/v1/lease/{id}");
+        let r = as_(&c, follower, Some(NEWBIE), Method::DELETE, &path, &[], "").await;
+        refused(&r, 403, "forbidden");
+        c.get(leader, "feeds/x", "strong").await.expect(200);
+        // An admin may end anyone's lease.
+        let r = as_(&c, follower, Some(OPS), Method::DELETE, &path, &[], "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        c.get(leader, "feeds/x", "strong").await.expect(404);
+
+        // A watch is a read of its prefix.
+        let r = as_(
+            &c,
+            follower,
+            Some(FEEDS),
+            Method::GET,
+            "/v1/watch?prefix=",
+            &[],
+            "",
+        )
+        .await;
+        refused(&r, 403, "forbidden");
+        let r = as_(
+            &c,
+            follower,
+            Some(FEEDS),
+            Method::GET,
+            "/v1/watch?key=bank/a",
+            &[],
+            "",
+        )
+        .await;
+        refused(&r, 403, "forbidden");
+    })
+    .await;
+}
