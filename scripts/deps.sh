@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs and may be missing on a fresh Debian machine:
-#   - strace, curl, promtool (package prometheus: `promtool check metrics`) and
+#   - strace, curl, iptables, ip (iproute2), systemd-analyze (systemd), promtool
+#     (package prometheus: `promtool check metrics`) and
 #     chromium (headless, for the dashboard test) (apt-get, only when missing;
 #     no service is started by the install)
 #   - the rustfmt and clippy components (rustup, only when missing)
@@ -11,7 +12,7 @@ set -euo pipefail
 log() { printf '[deps] %s\n' "$*" >&2; }
 
 # Commands that must be on PATH -> Debian package that provides them.
-declare -A APT_PKG_FOR=([strace]=strace [curl]=curl [promtool]=prometheus [chromium]=chromium)
+declare -A APT_PKG_FOR=([strace]=strace [curl]=curl [promtool]=prometheus [chromium]=chromium [iptables]=iptables [ip]=iproute2 [systemd-analyze]=systemd)
 
 missing_pkgs=()
 for cmd in "${!APT_PKG_FOR[@]}"; do
@@ -70,4 +71,4 @@ if ((${#missing_components[@]} > 0)); then
     fi
 fi
 
-log "ok: strace, curl, promtool, chromium, cargo fmt, cargo clippy present"
+log "ok: strace, curl, iptables, ip, systemd-analyze, promtool, chromium, cargo fmt, cargo clippy present"

@@ -40,8 +40,14 @@ pub fn signal(pid: u32, sig: &str) -> Result<(), Error> {
     }
 }
 
-/// A child process of `parent` whose command name is `name`, from /proc.
+/// A child process of `parent` whose command name is `name` (or `parent`
+/// itself, when the wrapper exec'd it), from /proc.
 pub fn child_named(parent: u32, name: &str) -> Option<u32> {
+    // A wrapper that execs its command (`ip netns exec`) becomes it.
+    let own = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+    if own.trim_end() == name {
+        return Some(parent);
+    }
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
