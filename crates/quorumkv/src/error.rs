@@ -38,6 +38,8 @@ pub enum Error {
     LeaseNotFound(u64),
     #[error("changes from index {from} are no longer kept (--watch-history); the oldest a watch can start from is {oldest}: read the current state, then watch from its index + 1")]
     Compacted { from: u64, oldest: u64 },
+    #[error("incarnation mismatch: {0}")]
+    IncarnationMismatch(String),
     #[error("node {0} is not a member")]
     MemberNotFound(u64),
     #[error("{0}")]
@@ -146,6 +148,7 @@ impl Error {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterMismatch(_)
+            | IncarnationMismatch(_)
             | MemberConflict(_)
             | MemberUnverified(_)
             | LearnerLagging { .. }
@@ -192,6 +195,7 @@ impl Error {
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             ClusterMismatch(_) => "cluster_mismatch",
+            IncarnationMismatch(_) => "incarnation_mismatch",
             MemberNotFound(_) => "member_not_found",
             LeaseNotFound(_) => "lease_not_found",
             Compacted { .. } => "compacted",

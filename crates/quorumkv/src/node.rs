@@ -13,6 +13,7 @@ use crate::bootstrap::{initialize_if_new, Start};
 use crate::config::Config;
 use crate::listener;
 use crate::peer::cluster_id::{ClusterId, ClusterIdCell};
+use crate::peer::identity::Identity;
 use crate::peer::PeerClient;
 use crate::raft::durable::Durable;
 use crate::raft::log_store::LogStore;
@@ -47,6 +48,8 @@ pub enum NodeError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("--join: {0}")]
     Join(String),
+    #[error("{0}")]
+    Replaced(String),
 }
 
 impl From<sled::Error> for NodeError {
@@ -163,12 +166,15 @@ impl Node {
             None => tracing::info!("no cluster id yet: no state and no --initial-cluster"),
         }
         let cluster_id = ClusterIdCell::new(config.data_dir.clone(), cluster_id);
+        let identity = Identity::open(&config.data_dir, config.id).map_err(dir_err)?;
+        tracing::info!(node = %identity.me(), "incarnation");
         let peer_ip = config.peer_listen.ip();
         let peers = PeerClient::new(
             (!peer_ip.is_unspecified()).then_some(peer_ip),
             config.cluster_token.as_ref(),
             config.peer_tls.as_ref().map(|t| t.client.clone()),
             cluster_id.clone(),
+            identity,
         )?;
         let network = NetworkFactory {
             client: peers.clone(),
@@ -212,7 +218,12 @@ impl Node {
     /// The peer routes' router (`/raft/*`).
     pub fn peer_router(&self) -> axum::Router {
         let token = self.config.cluster_token.clone();
-        crate::peer::router::router(self.store.clone(), token, self.cluster_id.clone())
+        crate::peer::router::router(
+            self.store.clone(),
+            token,
+            self.cluster_id.clone(),
+            self.store.identity().clone(),
+        )
     }
 }
 
@@ -270,10 +281,20 @@ pub async fn run(
     // from disk, instead of answering every request with an error forever.
     let core = raft.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let identity = store.identity().clone();
+    let replaced = Arc::new(std::sync::OnceLock::<String>::new());
+    let replaced_msg = replaced.clone();
     tokio::spawn(async move {
         let signalled = tokio::select! {
             () = shutdown => true,
             () = core_stopped(core) => false,
+            // This node lost the state its id stands for: it must stop at
+            // once, without handing over or voting again.
+            msg = identity.wait_replaced() => {
+                tracing::error!("{msg}");
+                let _ = replaced_msg.set(msg);
+                false
+            }
         };
         if signalled {
             // Still serving meanwhile: requests in flight finish on the new
@@ -303,6 +324,9 @@ pub async fn run(
     tracing::info!("shutting down raft");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
+    }
+    if let Some(msg) = replaced.get() {
+        return Err(NodeError::Replaced(msg.clone()));
     }
     match fatal {
         Some(e) => Err(NodeError::Raft(format!("raft core stopped: {e}"))),

@@ -119,6 +119,9 @@ struct Node {
     started: AtomicBool,
     /// Flags of this node alone (a spare's `--join`), after the common ones.
     own_args: Mutex<Vec<String>>,
+    /// A founder replaced by a new member under its id: no more
+    /// `--initial-cluster` ([`LocalCluster::start_replacement`]).
+    replaced: AtomicBool,
     data_dir: PathBuf,
     log_path: PathBuf,
     proc: Mutex<Proc>,
@@ -212,6 +215,7 @@ impl LocalCluster {
                 peer_port,
                 started: AtomicBool::new(id as usize <= n),
                 own_args: Mutex::new(Vec::new()),
+                replaced: AtomicBool::new(false),
                 data_dir: dir.join(format!("node-{id}")),
                 log_path: dir.join(format!("node-{id}.log")),
                 proc: Mutex::new(Proc::Dead),
@@ -289,6 +293,14 @@ impl LocalCluster {
         node.started.store(true, Ordering::SeqCst);
         *node.own_args.lock().unwrap_or_else(|e| e.into_inner()) = args.to_vec();
         self.restart(id).await
+    }
+
+    /// Starts a dead founder again as a new member under its id (after it
+    /// was removed and wiped): with `args` (e.g. `--join`) instead of
+    /// `--initial-cluster`, from now on. Waits until it answers `/health`.
+    pub async fn start_replacement(&self, id: NodeId, args: &[String]) -> Result<(), Error> {
+        self.node(id)?.replaced.store(true, Ordering::SeqCst);
+        self.start_spare_with(id, args).await
     }
 
     /// Deletes a dead node's data dir (a lost disk).
@@ -688,9 +700,14 @@ impl LocalCluster {
 
     /// One of the nodes in `--initial-cluster` (not a spare).
     fn is_founder(&self, id: NodeId) -> bool {
-        self.initial_cluster
-            .split(',')
-            .any(|m| m.split_once('=').is_some_and(|(i, _)| i == id.to_string()))
+        let replaced = self
+            .node(id)
+            .is_ok_and(|n| n.replaced.load(Ordering::SeqCst));
+        !replaced
+            && self
+                .initial_cluster
+                .split(',')
+                .any(|m| m.split_once('=').is_some_and(|(i, _)| i == id.to_string()))
     }
 
     /// Where [`Options::auth_file`] was written.

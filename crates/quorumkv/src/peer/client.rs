@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::peer::auth::ClusterToken;
 use crate::peer::cluster_id::{self, ClusterIdCell};
+use crate::peer::identity::{self, Identity, Incarnation};
 use crate::peer::messages::{Attempt, LeaderReply};
-use crate::raft::{decode, encode};
+use crate::raft::{decode, encode, NodeId};
 use std::sync::Arc;
 
 /// Why a peer call failed, split the way callers must treat it.
@@ -33,6 +34,8 @@ pub struct PeerClient {
     auth: Option<reqwest::header::HeaderValue>,
     /// This node's cluster id, sent with every call once known.
     cluster: Arc<ClusterIdCell>,
+    /// This node's incarnation and its peers' ([`identity`]).
+    identity: Arc<Identity>,
 }
 
 impl PeerClient {
@@ -45,6 +48,7 @@ impl PeerClient {
         token: Option<&ClusterToken>,
         tls: Option<rustls::ClientConfig>,
         cluster: Arc<ClusterIdCell>,
+        identity: Arc<Identity>,
     ) -> reqwest::Result<Self> {
         let mut builder = reqwest::Client::builder();
         if let Some(tls) = tls {
@@ -61,7 +65,25 @@ impl PeerClient {
             http,
             auth: token.map(ClusterToken::header_value),
             cluster,
+            identity,
         })
+    }
+
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// [`PeerClient::call`] to node `to`: the request says which incarnation
+    /// of it is expected, so a node that lost its data learns it and stops.
+    pub async fn call_to<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        to: NodeId,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        self.post(addr, Some(to), path, req, timeout, true).await
     }
 
     /// POSTs `req` to `<addr>/raft/<path>` and decodes the bincode answer.
@@ -72,7 +94,7 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.post(addr, path, req, timeout, true).await
+        self.post(addr, None, path, req, timeout, true).await
     }
 
     /// [`PeerClient::call`] without the cluster token or id: for a node not
@@ -84,12 +106,13 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.post(addr, path, req, timeout, false).await
+        self.post(addr, None, path, req, timeout, false).await
     }
 
     async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
+        to: Option<NodeId>,
         path: &str,
         req: &Req,
         timeout: Duration,
@@ -103,6 +126,12 @@ impl PeerClient {
         }
         if let (Some(cluster), true) = (self.cluster.get(), credentials) {
             post = post.header(cluster_id::HEADER, cluster.to_string());
+        }
+        if credentials {
+            post = post.header(identity::HEADER, self.identity.me().to_string());
+            if let Some(expected) = to.and_then(|id| self.identity.expected(id)) {
+                post = post.header(identity::EXPECT, expected.to_string());
+            }
         }
         let resp = post
             .timeout(timeout)
@@ -118,6 +147,10 @@ impl PeerClient {
                 }
             })?;
         let status = resp.status();
+        if credentials {
+            self.check_answerer(&resp)
+                .map_err(|m| CallError::Failed(format!("{url}: {m}")))?;
+        }
         let bytes = resp
             .bytes()
             .await
@@ -131,6 +164,25 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// An answer counts only from the incarnation of its node this node
+    /// knows; one that says this node is not the incarnation the cluster
+    /// knows makes this node stop ([`identity`]).
+    fn check_answerer(&self, resp: &reqwest::Response) -> Result<(), String> {
+        let me = self.identity.me();
+        if let Some(expected) = Incarnation::from_header(resp.headers().get(identity::EXPECT)) {
+            if expected.id == me.id && expected.incarnation != me.incarnation {
+                self.identity.replaced_by_cluster(expected);
+                return Err(format!(
+                    "this node ({me}) was replaced: the cluster knows {expected}"
+                ));
+            }
+        }
+        match Incarnation::from_header(resp.headers().get(identity::HEADER)) {
+            Some(answerer) => self.identity.check(answerer).map_err(|m| m.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Calls `path` on the node believed to lead. Its "not leader" answer and a
     /// call that never reached it are [`Attempt::Retry`] (nothing was done, ask
     /// the new leader); an error it answered is passed on; a call that failed on

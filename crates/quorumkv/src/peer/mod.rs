@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod client;
 pub mod cluster_id;
+pub mod identity;
 pub mod messages;
 pub mod router;
 

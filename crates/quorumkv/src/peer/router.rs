@@ -20,6 +20,7 @@ use crate::command::Write;
 use crate::error::Error;
 use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
+use crate::peer::identity::{check_incarnation, Identity};
 use crate::peer::messages::{
     path, Challenge, FullSnapshot, JoinReply, JoinRequest, LeaseCall, LeaseReply, MemberChange,
     MembersReply, ProofReply, WaitApplied,
@@ -33,12 +34,14 @@ use crate::store::Store;
 type Peer = State<Arc<Store>>;
 
 /// The `/raft/*` routes of the peer listener; every request, to an unknown
-/// path too, requires `token` when there is one, and then (token first, so
-/// an outsider learns nothing) this node's cluster id.
+/// path too, requires `token` when there is one, then (token first, so an
+/// outsider learns nothing) this node's cluster id, then the incarnation the
+/// sender is known by ([`crate::peer::identity`]).
 pub fn router(
     store: Arc<Store>,
     token: Option<ClusterToken>,
     cluster: Arc<ClusterIdCell>,
+    identity: Arc<Identity>,
 ) -> Router {
     let route = |p: &str| format!("/raft/{p}");
     // A snapshot is sent whole, one buffer (bounded only by the data: not yet
@@ -63,6 +66,7 @@ pub fn router(
         .merge(snapshot)
         .with_state(store);
     crate::api::with_json_fallbacks(routes)
+        .layer(middleware::from_fn_with_state(identity, check_incarnation))
         .layer(Extension(cluster.clone()))
         .layer(middleware::from_fn_with_state(
             cluster,

@@ -69,7 +69,7 @@ impl Network {
     {
         let answer: PeerResult<Resp> = self
             .client
-            .call(&self.addr, path, req, option.hard_ttl())
+            .call_to(&self.addr, self.target, path, req, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&Msg(m))),
@@ -146,8 +146,9 @@ impl RaftNetworkV2<TypeConfig> for Network {
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        let call = self.client.call::<_, Result<SnapshotResponse, Fatal>>(
+        let call = self.client.call_to::<_, Result<SnapshotResponse, Fatal>>(
             &self.addr,
+            self.target,
             path::SNAPSHOT,
             &req,
             option.hard_ttl(),

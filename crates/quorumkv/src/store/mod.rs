@@ -188,6 +188,11 @@ impl Store {
         }
     }
 
+    /// This node's incarnation and its peers'.
+    pub fn identity(&self) -> &Arc<crate::peer::identity::Identity> {
+        self.peers.identity()
+    }
+
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow_watched().clone()
     }

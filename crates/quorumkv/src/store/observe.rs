@@ -116,6 +116,18 @@ pub fn start(raft: Raft, store: std::sync::Weak<crate::store::Store>) {
             if now_membership != membership {
                 tracing::info!(log_id = ?now_membership, ?voters, "membership changed");
                 membership = now_membership;
+                // A removed member may come back as a new one, with a new
+                // incarnation: forget the old.
+                let Some(store) = store.upgrade() else { return };
+                let members: Vec<NodeId> = raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .collect();
+                store.identity().retain(&members);
             }
         }
     });

@@ -331,3 +331,56 @@ async fn nodes_join_by_themselves_and_a_wiped_voter_is_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_founder_restarted_with_its_flags_stops_and_can_be_replaced() {
+    within(secs(180), async {
+        let c = Cluster::start(3).await;
+        let leader = c.leader(secs(10)).await;
+        let lost = c.others(leader)[0];
+        let mut last = 0;
+        for i in 0..20 {
+            last = c.put_ok(leader, &format!("w/{i}"), "v").await;
+        }
+        // Its disk is lost; it comes back with the same flags (--initial-cluster).
+        c.kill9(lost);
+        c.kit().wipe(lost).expect("wipe");
+        let _ = c.kit().restart(lost).await;
+        let deadline = std::time::Instant::now() + secs(30);
+        let status = loop {
+            if let Some(s) = c.kit().exit_status(lost).unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wiped node kept running"
+            );
+            tokio::time::sleep(POLL * 5).await;
+        };
+        assert!(!status.success(), "{status:?}");
+        let log = c.kit().log_tail(lost, 400);
+        assert!(log.contains(&format!("cluster.sh replace {lost}")), "{log}");
+        assert!(log.contains("incarnation"), "{log}");
+        // The cluster goes on, and the replacement works: remove, wipe, join.
+        c.put_ok(leader, "w/after", "fine").await;
+        let path = format!("/v1/cluster/members/{lost}");
+        members_call(&c, leader, Method::DELETE, &path, Value::Null)
+            .await
+            .expect(200);
+        c.kill9(lost); // reaps the exited process
+        c.kit().wipe(lost).expect("wipe");
+        let peers = c
+            .others(lost)
+            .into_iter()
+            .map(|id| c.kit().peer_url(id).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        c.kit()
+            .start_replacement(lost, &["--join".to_string(), peers])
+            .await
+            .expect("the replacement joins");
+        wait_member(&c, leader, lost, true).await;
+        c.read_at_least(lost, "w/19", last).await.expect(200);
+    })
+    .await;
+}
