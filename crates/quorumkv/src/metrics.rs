@@ -101,7 +101,7 @@ impl Metrics {
                 )
                 .expect("metric"),
             ),
-            leader_changes: counter(&r, "quorumkv_leader_changes_total", "Times this node saw the leader change (or go)."),
+            leader_changes: counter(&r, "quorumkv_leader_changes_total", "Times this node saw a new leader (or a new term of one)."),
             proposals: counter(&r, "quorumkv_proposals_total", "Client writes proposed by this node as leader."),
             proposal_batch: histogram(&r, "quorumkv_proposal_batch_requests", "Client writes per proposed log entry.", sizes.clone()),
             fsync_seconds: histogram(&r, "quorumkv_log_fsync_duration_seconds", "One flush + fdatasync of the Raft log.", latency_buckets()),
@@ -139,7 +139,7 @@ impl Metrics {
             data_bytes: int_gauge(&r, "quorumkv_data_bytes", "Bytes of keys and values stored (what --quota-bytes bounds)."),
             last_contact_seconds: reg(
                 &r,
-                Gauge::new("quorumkv_last_contact_seconds", "Seconds since this node last heard from a leader (on the leader: from a quorum).")
+                Gauge::new("quorumkv_last_contact_seconds", "Seconds since this node last heard from a leader (on the leader: from a quorum); +Inf if never.")
                     .expect("metric"),
             ),
             registry: r,

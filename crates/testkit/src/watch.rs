@@ -122,7 +122,9 @@ impl Watcher {
             "put" | "delete" => {
                 let mut c: Change = serde_json::from_value(body)
                     .map_err(|e| Error::Unexpected(format!("watch change: {e}")))?;
-                c.ends_index = !ev.id.is_empty();
+                // SSE ids persist from event to event: the one that closes
+                // an index carries that index itself.
+                c.ends_index = ev.id == c.index.to_string();
                 WatchEvent::Change(c)
             }
             "progress" => WatchEvent::Progress(body["index"].as_u64().unwrap_or(0)),

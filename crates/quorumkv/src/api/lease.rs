@@ -167,8 +167,13 @@ async fn revoke(
 ) -> Result<Response, Error> {
     caller.require(Role::Write)?;
     let id = lease_id(path)?;
-    // Only its owner (or an admin) may end a lease: its keys go with it.
-    leader_call(&state, &caller, id, false).await?;
+    // Only its owner (or an admin) may end a lease: its keys go with it. A
+    // keyed retry of a revoke that applied finds no lease: the log answers it.
+    match leader_call(&state, &caller, id, false).await {
+        Ok(_) => {}
+        Err(e) if e.code() == "lease_not_found" && idempotency_key(&headers)?.is_some() => {}
+        Err(e) => return Err(e),
+    }
     let (level, outcome) =
         lease_write(&state, &caller, &headers, Command::LeaseRevoke { id }).await?;
     let deleted = match outcome.result {

@@ -37,8 +37,14 @@ async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, Error> {
     caller.require(Role::Read)?;
-    state.store.update_metrics().await;
-    let mut resp = METRICS.encode().into_response();
+    // One scrape at a time: the per-follower gauges are reset and set again.
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let text = {
+        let _one = SCRAPE.lock().await;
+        state.store.update_metrics().await;
+        METRICS.encode()
+    };
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

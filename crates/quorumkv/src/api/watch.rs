@@ -77,24 +77,27 @@ impl<'a> Change<'a> {
     }
 }
 
+/// Where the watch starts. An EventSource reconnecting sends the last id it
+/// saw to the URL it first opened, so `Last-Event-ID` (resume after it) wins
+/// over that URL's `from_index`.
 fn from_index(q: &WatchQuery, headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    if let Some(raw) = &q.from_index {
-        return raw.parse::<u64>().map(Some).map_err(|_| {
-            Error::InvalidQuery(format!("from_index {raw:?} must be a non-negative integer"))
-        });
-    }
-    // An EventSource reconnecting sends the last id it saw: resume after it.
-    match headers.get("last-event-id") {
-        None => Ok(None),
-        Some(v) => v
+    if let Some(v) = headers.get("last-event-id") {
+        return v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|id| Some(id + 1))
+            .and_then(|id| id.checked_add(1))
+            .map(Some)
             .ok_or_else(|| Error::InvalidHeader {
                 name: "Last-Event-ID",
                 reason: "must be a log index".into(),
-            }),
+            });
+    }
+    match &q.from_index {
+        None => Ok(None),
+        Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
+            Error::InvalidQuery(format!("from_index {raw:?} must be a non-negative integer"))
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use reqwest::Method;
 
-use crate::cli::conn::{Conn, Output, Retry};
+use crate::cli::conn::{Answer, Conn, Output, Retry};
 use crate::cli::{print_json, CliError};
 
 #[derive(Debug, clap::Subcommand)]
@@ -66,23 +66,42 @@ pub async fn lease(c: &Conn, cmd: LeaseCmd) -> Result<(), CliError> {
                 Output::Text => println!("{}", num(&v["id"])),
             }
         }
-        LeaseCmd::Keepalive { id, forever } => loop {
+        LeaseCmd::Keepalive { id, forever } => {
             let path = format!("/v1/lease/{id}/keepalive");
-            let v = c
-                .send(Method::POST, &path, Retry::Always, |r| r)
-                .await?
-                .ok()?
-                .json()?;
-            match c.output {
-                Output::Json => print_json(&v),
-                Output::Text => println!("lease {id}: {} left", ms(&v["remaining_ms"])),
+            let mut ttl_ms = 3000u64;
+            let mut last_kept = std::time::Instant::now();
+            loop {
+                let answer = c
+                    .send(Method::POST, &path, Retry::Always, |r| r)
+                    .await
+                    .and_then(Answer::ok);
+                let v = match answer {
+                    Ok(a) => a.json()?,
+                    // Gone, or not ours: keeping it is over.
+                    Err(e @ (CliError::NotFound(_) | CliError::Denied(_) | CliError::Usage(_))) => {
+                        return Err(e)
+                    }
+                    // No leader for a moment (an election): try again while
+                    // the lease may still be alive.
+                    Err(e) if forever && last_kept.elapsed().as_millis() < u128::from(ttl_ms) => {
+                        eprintln!("quorumkv: keepalive of lease {id} failed ({e}); retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                last_kept = std::time::Instant::now();
+                ttl_ms = v["ttl_ms"].as_u64().unwrap_or(ttl_ms);
+                match c.output {
+                    Output::Json => print_json(&v),
+                    Output::Text => println!("lease {id}: {} left", ms(&v["remaining_ms"])),
+                }
+                if !forever {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(ttl_ms / 3)).await;
             }
-            if !forever {
-                break;
-            }
-            let ttl = v["ttl_ms"].as_u64().unwrap_or(3000);
-            tokio::time::sleep(std::time::Duration::from_millis(ttl / 3)).await;
-        },
+        }
         LeaseCmd::Revoke { id } => {
             let path = format!("/v1/lease/{id}");
             let v = c
@@ -197,6 +216,10 @@ pub async fn status(c: &Conn) -> Result<(), CliError> {
     for endpoint in c.endpoints() {
         let view = match c.request(Method::GET, endpoint, "/v1/cluster").send().await {
             Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                let body = r.text().await.unwrap_or_default();
+                return Err(CliError::Denied(format!("{endpoint}: {body}")));
+            }
             _ => None,
         };
         views.push((endpoint.clone(), view));

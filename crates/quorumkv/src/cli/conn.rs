@@ -84,7 +84,8 @@ impl Answer {
         Err(match self.status.as_u16() {
             404 => CliError::NotFound(message),
             412 => CliError::PreconditionFailed(message),
-            503 | 504 => CliError::Unavailable(message),
+            // A timeout leaves a write's outcome unknown, as a 503/504 does.
+            408 | 503 | 504 => CliError::Unavailable(message),
             400 | 405 | 413 | 422 => CliError::Usage(message),
             401 | 403 => CliError::Denied(message),
             _ => CliError::Failed(format!("{} {code}: {message}", self.status)),
@@ -208,8 +209,10 @@ impl Conn {
                         endpoint: endpoint.clone(),
                     };
                     let (code, message) = answer.error();
+                    // No leader found: nothing was proposed, any request may
+                    // go on. A node shutting down may have proposed a write.
                     let node_down =
-                        matches!(code.as_str(), "no_leader" | "shutting_down" | "not_ready");
+                        code == "no_leader" || (retry == Retry::Always && code == "shutting_down");
                     if status == StatusCode::SERVICE_UNAVAILABLE && node_down {
                         last = format!("{endpoint}: {message}");
                         continue;

@@ -471,7 +471,9 @@ pub async fn watch(c: &Conn, a: WatchArgs) -> Result<(), CliError> {
                             }
                         }
                     });
-                    if !ev.id.is_empty() {
+                    // SSE ids persist from event to event: the change that
+                    // closes an index carries that index itself.
+                    if v["index"].as_u64().is_some_and(|i| ev.id == i.to_string()) {
                         for line in pending.drain(..) {
                             println!("{line}");
                             printed += 1;
@@ -498,7 +500,10 @@ pub async fn watch(c: &Conn, a: WatchArgs) -> Result<(), CliError> {
                 }
             }
         }
-        // The stream ended (node stopped or lost): go on elsewhere.
+        // The stream ended (node stopped or lost): go on elsewhere, not in a
+        // tight loop if nodes keep ending it at once.
         e += 1;
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -22,8 +22,9 @@ use crate::sm::idempotency::{self, Policy};
 use crate::sm::reader::SmReader;
 use crate::sm::{APPLIED, MEMBERSHIP};
 
-/// What the state machine keeps and for how long (the same on every node
-/// for idempotency; history is each node's own).
+/// What the state machine keeps and for how long. Idempotency must be the
+/// same on every node. History is trimmed by each node's own setting (a
+/// snapshot installed from the leader brings the leader's history with it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retention {
     pub idempotency: Policy,

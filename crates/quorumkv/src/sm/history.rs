@@ -113,13 +113,28 @@ pub fn floor(raw: Option<impl AsRef<[u8]>>) -> u64 {
     read_u64(raw).max(1)
 }
 
-/// On a tree that applied entries before it kept history, sets the floor
-/// past them: their changes were never recorded.
+/// On a tree that applied entries before it kept history (entries applied,
+/// no floor, no record), sets the floor past them: their changes were never
+/// recorded. A tree that kept history from its start and never trimmed has
+/// records and no floor: everything from index 1 is there.
 pub fn mark_floor(tree: &sled::Tree, applied: u64) -> Result<(), sled::Error> {
-    if applied > 0 && tree.get(FLOOR)?.is_none() {
+    let recorded = tree.scan_prefix([HISTORY]).next().is_some();
+    if applied > 0 && !recorded && tree.get(FLOOR)?.is_none() {
         tree.insert(FLOOR, (applied + 1).to_be_bytes().to_vec())?;
     }
     Ok(())
+}
+
+/// The key of a stored change, without copying its value.
+fn key_of(v: &[u8]) -> Result<String, sled::Error> {
+    #[derive(Deserialize)]
+    struct KeyOnly {
+        #[allow(dead_code)]
+        at_ms: u64,
+        key: String,
+    }
+    let k: KeyOnly = decode(v).map_err(to_io)?;
+    Ok(k.key)
 }
 
 /// Drops the oldest records past `limit`, whole indexes at a time, and
@@ -228,11 +243,12 @@ pub fn read(tree: &sled::Tree, want: &Want<'_>, applied: u64) -> Result<Read, sl
             break;
         }
         last_index = Some(index);
-        let event = decode_event(&k, &v)?;
-        if want.matches(&event.key) {
-            bytes += event.key.len() + event.value.as_ref().map_or(0, Vec::len);
-            events.push(event);
+        if !want.matches(&key_of(&v)?) {
+            continue;
         }
+        let event = decode_event(&k, &v)?;
+        bytes += event.key.len() + event.value.as_ref().map_or(0, Vec::len);
+        events.push(event);
     }
     // Read the floor last: a trim that removed anything this scan needed has
     // raised it past `from` by now (a trim is one batch with its floor).
@@ -308,6 +324,23 @@ mod tests {
         assert_eq!(read_u64(t.get(LEN).unwrap()), 1);
         // A watch from the future waits: an empty page, nothing compacted.
         assert_eq!(indexes(read(&t, &want(9, 10), 5).unwrap()), (vec![], 8));
+    }
+
+    #[test]
+    fn a_restart_keeps_an_untrimmed_history_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = sled::open(dir.path()).unwrap().open_tree("sm").unwrap();
+        put(&t, 2, &["a1"], 10);
+        mark_floor(&t, 5).unwrap();
+        assert_eq!(indexes(read(&t, &want(1, 10), 5).unwrap()), (vec![2], 5));
+        // A tree that applied entries before it kept history: floor past them.
+        let dir = tempfile::tempdir().unwrap();
+        let old = sled::open(dir.path()).unwrap().open_tree("sm").unwrap();
+        mark_floor(&old, 5).unwrap();
+        assert_eq!(
+            read(&old, &want(1, 10), 5).unwrap(),
+            Read::Compacted { oldest: 6 }
+        );
     }
 
     #[test]

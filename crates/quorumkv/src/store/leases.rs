@@ -5,7 +5,7 @@
 //! moment it sees it, so a failover never expires a lease its owner kept
 //! alive (etcd does the same).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,24 +31,28 @@ pub struct Deadlines(Mutex<Leadership>);
 struct Leadership {
     term: u64,
     at: HashMap<u64, Instant>,
+    /// Expired, their revoke proposed: a keepalive comes too late for them.
+    revoking: HashSet<u64>,
 }
 
 impl Deadlines {
     /// Runs `f` on the deadlines of leadership `term`: those of an earlier
     /// term are dropped first (every lease gets a full TTL again).
-    fn with<T>(&self, term: u64, f: impl FnOnce(&mut HashMap<u64, Instant>) -> T) -> T {
+    fn with<T>(&self, term: u64, f: impl FnOnce(&mut Leadership) -> T) -> T {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if l.term != term {
             l.term = term;
             l.at.clear();
+            l.revoking.clear();
         }
-        f(&mut l.at)
+        f(&mut l)
     }
 
     fn clear(&self) {
         let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
         l.term = 0;
         l.at.clear();
+        l.revoking.clear();
     }
 }
 
@@ -79,17 +83,27 @@ impl Store {
             return Ok(());
         }
         let leases = self.reader.leases()?;
+        let ids: HashSet<u64> = leases.iter().map(|(id, _)| *id).collect();
         let now = Instant::now();
-        let expired: Vec<u64> = self.lease_deadlines.with(m.current_term, |at| {
-            at.retain(|id, _| leases.iter().any(|(l, _)| l == id));
+        let expired: Vec<u64> = self.lease_deadlines.with(m.current_term, |l| {
+            l.at.retain(|id, _| ids.contains(id));
+            l.revoking.retain(|id| ids.contains(id));
             for (id, lease) in &leases {
-                at.entry(*id)
-                    .or_insert(now + Duration::from_millis(lease.ttl_ms));
+                if !l.revoking.contains(id) {
+                    l.at.entry(*id)
+                        .or_insert(now + Duration::from_millis(lease.ttl_ms));
+                }
             }
-            at.iter()
-                .filter(|(_, deadline)| **deadline <= now)
-                .map(|(id, _)| *id)
-                .collect()
+            let expired: Vec<u64> =
+                l.at.iter()
+                    .filter(|(_, deadline)| **deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+            for id in &expired {
+                l.at.remove(id);
+                l.revoking.insert(*id);
+            }
+            expired
         });
         for id in expired {
             tracing::info!(lease = id, "lease expired; revoking");
@@ -98,11 +112,19 @@ impl Store {
                 level: ConsistencyLevel::Strong,
                 idempotency_key: None,
             };
-            match self.write(write).await?.result {
-                Some(CommandResult::LeaseRevoked { deleted }) => {
-                    tracing::info!(lease = id, deleted, "lease revoked on expiry");
+            // Proposed here or not at all: a node that no longer leads has
+            // stale deadlines, and the new leader decides with its own.
+            match self.write_local(write).await? {
+                Attempt::Done(o) => match o.result {
+                    Some(CommandResult::LeaseRevoked { deleted }) => {
+                        tracing::info!(lease = id, deleted, "lease revoked on expiry");
+                    }
+                    other => tracing::debug!(lease = id, ?other, "lease already gone"),
+                },
+                Attempt::Retry => {
+                    self.lease_deadlines.clear();
+                    return Ok(());
                 }
-                other => tracing::debug!(lease = id, ?other, "lease already gone"),
             }
         }
         Ok(())
@@ -138,6 +160,11 @@ impl Store {
         if !Self::is_leader(&m) {
             return Ok(Attempt::Retry);
         }
+        // A new leader may not have applied all it committed yet (a lease
+        // granted just before it took over): catch up before looking.
+        if let Some(committed) = self.committed_index().await? {
+            self.wait_applied_for_read(committed).await?;
+        }
         let Some((lease, mut keys)) = self.reader.lease(call.id, MAX_LISTED_KEYS + 1)? else {
             return Err(Error::LeaseNotFound(call.id));
         };
@@ -151,13 +178,20 @@ impl Store {
         }
         let ttl = Duration::from_millis(lease.ttl_ms);
         let now = Instant::now();
-        let deadline = self.lease_deadlines.with(m.current_term, |at| {
-            let d = at.entry(call.id).or_insert(now + ttl);
+        let deadline = self.lease_deadlines.with(m.current_term, |l| {
+            if l.revoking.contains(&call.id) {
+                return None;
+            }
+            let d = l.at.entry(call.id).or_insert(now + ttl);
             if call.keep_alive {
                 *d = now + ttl;
             }
-            *d
+            Some(*d)
         });
+        // Expired already, its revoke on the way: too late to keep it.
+        let Some(deadline) = deadline else {
+            return Err(Error::LeaseNotFound(call.id));
+        };
         let more_keys = keys.len() > MAX_LISTED_KEYS;
         keys.truncate(MAX_LISTED_KEYS);
         Ok(Attempt::Done(LeaseInfo {

@@ -170,9 +170,10 @@ impl crate::store::Store {
                 }
             }
         }
-        if let Some(contact) = self.last_contact(&m) {
-            METRICS.last_contact_seconds.set(contact.as_secs_f64());
-        }
+        let contact = self
+            .last_contact(&m)
+            .map_or(f64::INFINITY, |d| d.as_secs_f64());
+        METRICS.last_contact_seconds.set(contact);
         if let Ok((bytes, _)) = self.quota_state() {
             METRICS.data_bytes.set(bytes as i64);
         }

@@ -142,6 +142,17 @@ impl Store {
         }
     }
 
+    /// Waits up to `--read-wait-ms` until `index` is applied here, or
+    /// `504 read_index_timeout`.
+    pub(super) async fn wait_applied_for_read(&self, index: u64) -> Result<(), Error> {
+        self.wait_index(index, |applied, waited| Error::ReadIndexTimeout {
+            index,
+            applied,
+            waited,
+        })
+        .await
+    }
+
     /// On a voter the leader asked (`/raft/wait_applied`, for `all` writes):
     /// waits until `index` is applied here; the applied index reached.
     pub async fn follower_wait_applied(&self, req: WaitApplied) -> WaitAppliedReply {

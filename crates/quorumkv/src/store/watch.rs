@@ -168,7 +168,7 @@ impl Store {
         let _permit = self.watchers.permit()?;
         let filter = Filter::Key(key.to_string());
         let mut applied = self.reader.applied_changes();
-        let mut next = after + 1;
+        let mut next = after.saturating_add(1);
         let deadline = tokio::time::Instant::now() + wait;
         let mut closed = std::pin::pin!(self.watchers.closed());
         loop {
@@ -180,6 +180,8 @@ impl Store {
                     }
                     next = through + 1;
                     if through < *applied.borrow_and_update() {
+                        // Many pages to pass: let other tasks run between them.
+                        tokio::task::yield_now().await;
                         continue;
                     }
                 }
@@ -254,6 +256,8 @@ impl Feed {
             }
             self.next = through + 1;
             if through < *applied.borrow_and_update() {
+                // Catching up: let other tasks run between pages.
+                tokio::task::yield_now().await;
                 continue;
             }
             // Caught up: wait for the next apply, or say where we are.

@@ -42,7 +42,7 @@ impl Store {
     }
 
     /// Writes on this node, which must be the leader (else `Retry`).
-    async fn write_local(&self, write: Write) -> Result<Attempt<WriteOutcome>, Error> {
+    pub(super) async fn write_local(&self, write: Write) -> Result<Attempt<WriteOutcome>, Error> {
         let idempotency = write.idempotency_key.map(|key| Idempotency {
             key,
             fingerprint: write.command.fingerprint(),

@@ -328,7 +328,8 @@ async fn a_stopping_node_ends_its_watches_and_blocking_reads() {
         let leader = c.leader(secs(10)).await;
         let node = c.others(leader)[0];
         let index = c.put_ok(leader, "st/k", "v").await;
-        let mut w = open(&c, node, &WatchQuery::prefix("st/")).await;
+        // From after the put: the follower may not have applied it yet.
+        let mut w = open(&c, node, &WatchQuery::prefix("st/").from(index + 1)).await;
         let path = format!("st/k?wait_index={index}&wait=60s");
         let blocked = c.get_with(node, &path, &[("x-consistency", "eventual")]);
         let stop = async {
