@@ -118,3 +118,112 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     })
     .await;
 }
+
+/// The voters as the leader lists them.
+async fn voters(c: &Cluster) -> Vec<u64> {
+    let leader = c.leader(secs(10)).await;
+    let r = c
+        .call(
+            leader,
+            reqwest::Method::GET,
+            "/v1/cluster/members",
+            &[],
+            Vec::new(),
+        )
+        .await;
+    let v = r.json();
+    v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["voter"] == true)
+                .filter_map(|m| m["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Grows 3 -> 5 under a steady write load (two nodes join and are promoted),
+/// then shrinks 5 -> 3 removing the leader first (it hands over) and then a
+/// follower: every acknowledged write is on every remaining member.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_to_five_and_back_to_three_under_load_loses_nothing() {
+    within(secs(240), async {
+        let opts = crate::harness::Options {
+            spares: 2,
+            ..crate::harness::Options::default()
+        };
+        let c = Cluster::start_opts(3, opts).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        // The writer goes through the founders only: they stay members
+        // until the last step, and are tried in turn.
+        let urls = (1..=3).map(|id| c.url(id)).collect();
+        let load = tokio::spawn(writer(urls, stop.clone(), acked.clone()));
+
+        let peers = (1..=3)
+            .map(|id| c.kit().peer_url(id).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in [4, 5] {
+            c.kit()
+                .start_spare_with(id, &["--join".to_string(), peers.clone()])
+                .await
+                .expect("join");
+        }
+        let deadline = Instant::now() + secs(60);
+        while voters(&c).await.len() < 5 {
+            assert!(Instant::now() < deadline, "4 and 5 never became voters");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let grown = acked.lock().unwrap().len();
+
+        // Shrink: the leader first (a founder), then node 4.
+        let leader = c.leader(secs(10)).await;
+        let remove = |id: NodeId| {
+            let c = &c;
+            async move {
+                let deadline = Instant::now() + secs(30);
+                loop {
+                    let via = c.others(id)[0];
+                    let path = format!("/v1/cluster/members/{id}");
+                    let r = c
+                        .send(via, reqwest::Method::DELETE, &path, &[], Vec::new())
+                        .await;
+                    if r.as_ref().is_ok_and(|r| r.status == 200) {
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "removing {id}: {r:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        remove(leader).await;
+        remove(4).await;
+        let deadline = Instant::now() + secs(30);
+        while voters(&c).await.len() != 3 {
+            assert!(Instant::now() < deadline, "never shrank to 3");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(secs(1)).await;
+        stop.store(true, Ordering::SeqCst);
+        load.await.unwrap();
+        c.kill9(leader);
+        c.kill9(4);
+
+        let acked = acked.lock().unwrap();
+        assert!(acked.len() > grown && grown > 0, "the load ran throughout");
+        let remaining: Vec<NodeId> = c.live();
+        assert_eq!(remaining.len(), 3);
+        let new_leader = c.leader_among(&remaining, secs(10)).await;
+        for a in acked.iter() {
+            let r = c.get(new_leader, &a.key, "strong").await.expect(200);
+            assert_eq!(r.text(), a.value, "acknowledged {} lost", a.key);
+        }
+        println!(
+            "{} writes acknowledged ({grown} while growing); all on the 3 remaining members",
+            acked.len()
+        );
+    })
+    .await;
+}
