@@ -211,7 +211,7 @@ async fn three_to_five_and_back_to_three_under_load_loses_nothing() {
         c.kill9(leader);
         c.kill9(4);
 
-        let acked = acked.lock().unwrap();
+        let acked: Vec<Acked> = std::mem::take(&mut *acked.lock().unwrap());
         assert!(acked.len() > grown && grown > 0, "the load ran throughout");
         let remaining: Vec<NodeId> = c.live();
         assert_eq!(remaining.len(), 3);
