@@ -128,7 +128,7 @@ async fn follower_behind_purged_log_catches_up_by_snapshot() {
 /// replaced disk) after the leader has purged its log: the leader must accept
 /// that its log went backwards, and the node catches up by snapshot.
 #[tokio::test(flavor = "multi_thread")]
-async fn wiped_follower_catches_up_by_snapshot() {
+async fn a_replaced_follower_catches_up_by_snapshot() {
     within(secs(240), async {
         let flags = ["--snapshot-every", "50", "--keep-logs", "10"];
         let c = Cluster::start_with(3, &flags).await;
@@ -139,11 +139,24 @@ async fn wiped_follower_catches_up_by_snapshot() {
         let purged = c.info(leader).await["purged_index"].as_u64();
         assert!(purged.is_some_and(|p| p > 0), "leader never purged");
 
+        // Its disk is lost: it is removed, and comes back empty as a new
+        // member under its id (what `scripts/cluster.sh replace` does).
         c.kill9(f);
-        let dir = c.kit().data_dir(f).expect("data dir").to_path_buf();
-        std::fs::remove_dir_all(&dir).expect("wipe data dir");
-        std::fs::create_dir_all(&dir).expect("recreate data dir");
-        c.restart(f).await;
+        let path = format!("/v1/cluster/members/{f}");
+        c.call(leader, reqwest::Method::DELETE, &path, &[], Vec::new())
+            .await
+            .expect(200);
+        c.kit().wipe(f).expect("wipe data dir");
+        let peers = c
+            .others(f)
+            .into_iter()
+            .map(|id| c.kit().peer_url(id).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        c.kit()
+            .start_replacement(f, &["--join".to_string(), peers])
+            .await
+            .expect("the replacement joins");
         let after = c.put_ok(leader, "after-wipe", "1").await;
 
         caught_up_by_snapshot(&c, f, after).await;
