@@ -12,6 +12,7 @@
 //! | `halves` | a random node cut off from the other two (1 \| 2) |
 //! | `bridge` | two nodes cut from each other; the third sees both |
 //! | `snapshot-catch-up` | kill -9 of a follower until the leader's log is purged past it, then restart: it must catch up by snapshot (and may be killed again mid-install) |
+//! | `replace-member` | a membership change: kill -9 of a follower, `DELETE` it from the members, wipe its data dir, start it empty with `--join`: it is added back (two joint-consensus changes) and promoted once caught up |
 //!
 //! After healing, the nemesis waits until every node answers and a leader
 //! is elected; a cluster that does not recover in time is a finding.
@@ -22,6 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client::Opts;
 use crate::cluster::{NodeState, POLL};
 use crate::drive::Rng;
 use crate::torture::proxy::{CutMode, Fabric};
@@ -38,10 +40,11 @@ pub enum Fault {
     Halves,
     Bridge,
     SnapshotCatchUp,
+    ReplaceMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillRandom,
         Fault::KillLeader,
         Fault::KillAll,
@@ -50,6 +53,7 @@ impl Fault {
         Fault::Halves,
         Fault::Bridge,
         Fault::SnapshotCatchUp,
+        Fault::ReplaceMember,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Fault {
             Fault::Halves => "halves",
             Fault::Bridge => "bridge",
             Fault::SnapshotCatchUp => "snapshot-catch-up",
+            Fault::ReplaceMember => "replace-member",
         }
     }
 }
@@ -126,6 +131,7 @@ struct Done {
     detail: Vec<String>,
     killed: Vec<NodeId>,
     snapshot: Vec<NodeId>,
+    wiped: Vec<NodeId>,
 }
 
 impl Done {
@@ -185,6 +191,7 @@ impl Nemesis {
                 end: self.rec.now(),
                 killed: vec![],
                 snapshot_catch_up: vec![],
+                wiped: vec![],
                 problem,
             });
         }
@@ -219,6 +226,7 @@ impl Nemesis {
             end: self.rec.now(),
             killed: done.killed,
             snapshot_catch_up: done.snapshot,
+            wiped: done.wiped,
             problem: problem.map(|e| e.to_string()),
         });
     }
@@ -304,8 +312,112 @@ impl Nemesis {
                 tokio::time::sleep(hold).await;
             }
             Fault::SnapshotCatchUp => self.snapshot_catch_up(done).await?,
+            Fault::ReplaceMember => self.replace_member(done).await?,
         }
         Ok(())
+    }
+
+    /// Removes a follower from the members, wipes it (a lost disk) and adds
+    /// it back as a new member with `--join`, known to the others by its
+    /// proxy; waits until it is a voter again and has caught up.
+    async fn replace_member(&mut self, done: &mut Done) -> Result<(), Error> {
+        let Some(leader) = self.leader().await else {
+            done.say("no leader agreed on; skipped");
+            return Ok(());
+        };
+        let victim = self.pick(&self.cluster.others(leader));
+        self.cluster.kill9(victim)?;
+        done.killed.push(victim);
+        let path = format!("/v1/cluster/members/{victim}");
+        let deadline = Instant::now() + self.config.recover;
+        loop {
+            let via = self.leader().await.unwrap_or(leader);
+            let client = self.cluster.client(via)?;
+            let r = client
+                .request(
+                    reqwest::Method::DELETE,
+                    &path,
+                    &Opts::new(),
+                    bytes::Bytes::new(),
+                )
+                .await;
+            match r {
+                Ok(r) if r.status == 200 => break,
+                // Already gone (an earlier try that timed out applied).
+                Ok(r) if r.status == 404 => break,
+                other if Instant::now() >= deadline => {
+                    return Err(Error::Unexpected(format!(
+                        "removing node {victim}: {other:?}"
+                    )))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        self.cluster.wipe(victim)?;
+        done.wiped.push(victim);
+        let peers: Vec<String> = self
+            .cluster
+            .others(victim)
+            .into_iter()
+            .filter_map(|id| self.fabric.url(id))
+            .collect();
+        let own = self
+            .fabric
+            .url(victim)
+            .ok_or_else(|| Error::Unexpected(format!("no proxy for node {victim}")))?;
+        let args = [
+            "--join".to_string(),
+            peers.join(","),
+            "--advertise-peer".to_string(),
+            own,
+        ];
+        self.cluster.start_replacement(victim, &args).await?;
+        let started = Instant::now();
+        loop {
+            let voter = match self.leader().await {
+                Some(l) => self.is_voter(l, victim).await,
+                None => false,
+            };
+            if voter {
+                break;
+            }
+            if started.elapsed() >= self.config.recover {
+                return Err(Error::Timeout {
+                    what: format!("node {victim} a voter again"),
+                    waited: self.config.recover,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let caught = self.caught_up(victim, self.config.recover).await;
+        done.say(format!(
+            "node {victim} removed, wiped and added back with --join; a voter after {:?}",
+            started.elapsed()
+        ));
+        caught.map(|_| ())
+    }
+
+    /// Whether `id` is a voter in the members `leader` lists.
+    async fn is_voter(&self, leader: NodeId, id: NodeId) -> bool {
+        let Ok(client) = self.cluster.client(leader) else {
+            return false;
+        };
+        let r = client
+            .request(
+                reqwest::Method::GET,
+                "/v1/cluster/members",
+                &Opts::new(),
+                bytes::Bytes::new(),
+            )
+            .await;
+        let Ok(r) = r else { return false };
+        let Ok(v) = r.json::<serde_json::Value>() else {
+            return false;
+        };
+        v["members"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .any(|m| m["id"].as_u64() == Some(id) && m["voter"] == true)
+        })
     }
 
     /// Kills a follower, waits until the leader's log is purged past the

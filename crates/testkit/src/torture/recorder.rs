@@ -27,6 +27,9 @@ pub struct FaultEvent {
     /// Nodes that needed a snapshot to catch up after it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshot_catch_up: Vec<u64>,
+    /// Nodes whose data dir it wiped (a member replaced under its id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wiped: Vec<u64>,
     /// What went wrong while injecting or healing it, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
