@@ -228,13 +228,31 @@ async fn a_watcher_that_does_not_read_is_cut_off() {
         let leader = c.leader(secs(10)).await;
         // Opened and never read while 400 writes of 64 KiB go by.
         let mut slow = open(&c, leader, &WatchQuery::prefix("sw/")).await;
-        let value = vec![b'x'; 64 * 1024];
+        // Each write is retried (same idempotency key) through any node until
+        // acknowledged: on two loaded cores the leader may change meanwhile.
+        let value = bytes::Bytes::from(vec![b'x'; 32 * 1024]);
         let writes = (0..8).map(|w| {
             let (c, value) = (&c, value.clone());
             async move {
                 for i in 0..50 {
-                    c.put_ok(leader, &format!("sw/{w}/{i}"), value.clone())
-                        .await;
+                    let opts = Opts::strong().idempotency_key(format!("sw-{w}-{i}"));
+                    let deadline = Instant::now() + secs(60);
+                    let mut via = leader;
+                    loop {
+                        let r = c
+                            .client(via)
+                            .put(&format!("sw/{w}/{i}"), value.clone(), &opts)
+                            .await;
+                        if r.is_ok_and(|r| r.status == 200) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "write sw/{w}/{i} never acknowledged"
+                        );
+                        via = c.leader(secs(10)).await;
+                        tokio::time::sleep(POLL).await;
+                    }
                 }
             }
         });
