@@ -27,7 +27,7 @@ use crate::client::Opts;
 use crate::cluster::{NodeState, POLL};
 use crate::drive::Rng;
 use crate::torture::proxy::{CutMode, Fabric};
-use crate::torture::recorder::{FaultEvent, Recorder};
+use crate::torture::recorder::{FaultEvent, Recorder, Wiped};
 use crate::{ClusterInfo, Error, LocalCluster, NodeId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -131,7 +131,7 @@ struct Done {
     detail: Vec<String>,
     killed: Vec<NodeId>,
     snapshot: Vec<NodeId>,
-    wiped: Vec<NodeId>,
+    wiped: Vec<Wiped>,
 }
 
 impl Done {
@@ -327,6 +327,7 @@ impl Nemesis {
         };
         let victim = self.pick(&self.cluster.others(leader));
         self.cluster.kill9(victim)?;
+        let killed_at = self.rec.now();
         done.killed.push(victim);
         let path = format!("/v1/cluster/members/{victim}");
         let deadline = Instant::now() + self.config.recover;
@@ -354,7 +355,10 @@ impl Nemesis {
             }
         }
         self.cluster.wipe(victim)?;
-        done.wiped.push(victim);
+        done.wiped.push(Wiped {
+            node: victim,
+            at: killed_at,
+        });
         let peers: Vec<String> = self
             .cluster
             .others(victim)

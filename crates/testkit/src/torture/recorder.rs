@@ -13,6 +13,13 @@ use serde::Serialize;
 use crate::checker::{history, HistoryError, Record};
 
 /// One fault, as the nemesis log (`nemesis.jsonl`) keeps it.
+/// A node wiped by a fault, and when it was killed for it (nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Wiped {
+    pub node: u64,
+    pub at: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FaultEvent {
     /// The fault's name, e.g. `kill-leader`.
@@ -27,9 +34,11 @@ pub struct FaultEvent {
     /// Nodes that needed a snapshot to catch up after it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshot_catch_up: Vec<u64>,
-    /// Nodes whose data dir it wiped (a member replaced under its id).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub wiped: Vec<u64>,
+    /// Nodes whose data dir it wiped (a member replaced under its id), with
+    /// when they were killed for it: what a node served from a request
+    /// invoked after that, a new node served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wiped: Vec<Wiped>,
     /// What went wrong while injecting or healing it, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,

@@ -79,12 +79,13 @@ impl Findings {
 }
 
 /// A member wiped and added back under its id is a new node: what it served
-/// after that is checked as another node's (its applied index starts again
-/// from nothing). Reads it served get the id `node + 1000 * wipes before`.
+/// for requests invoked after it was killed for the wipe is checked as
+/// another node's (its applied index starts again from nothing). Those reads
+/// get the id `node + 1000 * wipes before`.
 fn as_new_nodes(ops: &[Operation], faults: &[FaultEvent]) -> Vec<Operation> {
     let wipes: Vec<(u64, u64)> = faults
         .iter()
-        .flat_map(|f| f.wiped.iter().map(move |&n| (n, f.start)))
+        .flat_map(|f| f.wiped.iter().map(|w| (w.node, w.at)))
         .collect();
     if wipes.is_empty() {
         return ops.to_vec();
@@ -95,7 +96,7 @@ fn as_new_nodes(ops: &[Operation], faults: &[FaultEvent]) -> Vec<Operation> {
             if let Some(node) = op.served_by {
                 let before = wipes
                     .iter()
-                    .filter(|&&(n, at)| n == node && at <= op.call)
+                    .filter(|&&(n, at)| n == node && at < op.call)
                     .count() as u64;
                 op.served_by = Some(node + 1000 * before);
             }
@@ -333,7 +334,7 @@ mod tests {
             end: 140,
             killed: vec![1],
             snapshot_catch_up: vec![],
-            wiped: vec![1],
+            wiped: vec![crate::torture::recorder::Wiped { node: 1, at: 100 }],
             problem: None,
         };
         let renamed = as_new_nodes(&ops, &[wipe]);
