@@ -13,7 +13,6 @@
 //! passed the token check (the leader that added it).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,12 +93,7 @@ impl ClusterId {
 
     /// Writes the id to `<dir>/cluster-id`, durably.
     fn write(self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join("cluster-id.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{self}")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join("cluster-id"))?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::peer::write_durably(dir, "cluster-id", &format!("{self}\n"))
     }
 }
 

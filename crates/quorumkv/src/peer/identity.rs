@@ -17,7 +17,6 @@
 //!   (`scripts/cluster.sh replace <id>`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
 use crate::peer::messages::path;
+use crate::peer::write_durably;
 use crate::raft::NodeId;
 
 /// Who sends a request, or who answered one: `<id>:<incarnation>`.
@@ -98,16 +98,6 @@ fn random_u64() -> std::io::Result<u64> {
         .fill(&mut b)
         .map_err(|_| std::io::Error::other("no system randomness"))?;
     Ok(u64::from_be_bytes(b))
-}
-
-/// Writes `text` to `dir/name` durably (temp file, fsync, rename, fsync dir).
-fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Identity {

@@ -19,3 +19,15 @@ pub mod router;
 
 pub use client::{CallError, PeerClient};
 pub use messages::{Attempt, LeaderReply};
+
+/// Writes `text` to `dir/name` durably: a temp file, fsync, rename over the
+/// old one, fsync of the directory (the node's small identity files).
+pub(crate) fn write_durably(dir: &std::path::Path, name: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
