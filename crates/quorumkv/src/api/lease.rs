@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::auth::{Caller, Role};
 use crate::api::headers::{idempotency_key, write_level, Head};
-use crate::api::kv::check_outcome;
+use crate::api::kv::run_write;
 use crate::api::AppState;
 use crate::command::{Command, CommandResult};
 use crate::error::Error;
 use crate::peer::messages::{LeaseCall, LeaseInfo};
 use crate::store::leases::{MAX_TTL, MIN_TTL};
-use crate::store::{ConsistencyLevel, Write, WriteOutcome};
+use crate::store::{ConsistencyLevel, WriteOutcome};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,28 +50,20 @@ fn lease_id(path: Result<Path<u64>, PathRejection>) -> Result<u64, Error> {
 }
 
 /// Leases are written at `strong` or `all`: an `eventual` grant could be
-/// lost with its leader, and its id given to another lease.
+/// lost with its leader, and its id given to another lease. Otherwise a
+/// write like any other ([`run_write`]).
 async fn lease_write(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     command: Command,
 ) -> Result<(ConsistencyLevel, WriteOutcome), Error> {
-    let level = write_level(headers)?;
-    if level == ConsistencyLevel::Eventual {
+    if write_level(headers)? == ConsistencyLevel::Eventual {
         return Err(Error::InvalidConsistency(
             "eventual (leases are granted and revoked at strong or all)".into(),
         ));
     }
-    let key = idempotency_key(headers)?;
-    let write = Write {
-        command,
-        level,
-        idempotency_key: key.clone().map(|k| caller.scope_idempotency_key(k)),
-    };
-    let outcome = state.store.write(write).await?;
-    check_outcome(&outcome, key.as_deref())?;
-    Ok((level, outcome))
+    run_write(state, caller, headers, command).await
 }
 
 async fn grant(
