@@ -54,13 +54,11 @@ pub async fn lease(c: &Conn, cmd: LeaseCmd) -> Result<(), CliError> {
         LeaseCmd::Grant { ttl } => {
             let body = serde_json::json!({ "ttl": ttl }).to_string();
             let v = c
-                .send(Method::POST, "/v1/lease", Retry::IfNotSent, |r| {
+                .json(Method::POST, "/v1/lease", Retry::IfNotSent, |r| {
                     r.header("content-type", "application/json")
                         .body(body.clone())
                 })
-                .await?
-                .ok()?
-                .json()?;
+                .await?;
             match c.output {
                 Output::Json => print_json(&v),
                 Output::Text => println!("{}", num(&v["id"])),
@@ -105,10 +103,8 @@ pub async fn lease(c: &Conn, cmd: LeaseCmd) -> Result<(), CliError> {
         LeaseCmd::Revoke { id } => {
             let path = format!("/v1/lease/{id}");
             let v = c
-                .send(Method::DELETE, &path, Retry::IfNotSent, |r| r)
-                .await?
-                .ok()?
-                .json()?;
+                .json(Method::DELETE, &path, Retry::IfNotSent, |r| r)
+                .await?;
             match c.output {
                 Output::Json => print_json(&v),
                 Output::Text => println!("lease {id} revoked; {} keys deleted", num(&v["deleted"])),
@@ -116,11 +112,7 @@ pub async fn lease(c: &Conn, cmd: LeaseCmd) -> Result<(), CliError> {
         }
         LeaseCmd::Info { id } => {
             let path = format!("/v1/lease/{id}");
-            let v = c
-                .send(Method::GET, &path, Retry::Always, |r| r)
-                .await?
-                .ok()?
-                .json()?;
+            let v = c.json(Method::GET, &path, Retry::Always, |r| r).await?;
             match c.output {
                 Output::Json => print_json(&v),
                 Output::Text => {
@@ -137,10 +129,8 @@ pub async fn lease(c: &Conn, cmd: LeaseCmd) -> Result<(), CliError> {
         }
         LeaseCmd::List => {
             let v = c
-                .send(Method::GET, "/v1/leases", Retry::Always, |r| r)
-                .await?
-                .ok()?
-                .json()?;
+                .json(Method::GET, "/v1/leases", Retry::Always, |r| r)
+                .await?;
             match c.output {
                 Output::Json => print_json(&v),
                 Output::Text => {

@@ -173,6 +173,17 @@ impl Conn {
         }
     }
 
+    /// [`Conn::send`], then the 2xx answer's JSON body (else its error).
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        retry: Retry,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, CliError> {
+        self.send(method, path, retry, build).await?.ok()?.json()
+    }
+
     /// Sends the request `build` makes to each endpoint in turn until one
     /// answers with something other than "no leader / shutting down", as
     /// `retry` allows.

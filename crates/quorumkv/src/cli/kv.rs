@@ -272,12 +272,10 @@ pub async fn list(c: &Conn, a: ListArgs) -> Result<(), CliError> {
         }
         let level = a.consistency.as_str();
         let body = c
-            .send(Method::GET, &path, Retry::Always, |r| {
+            .json(Method::GET, &path, Retry::Always, |r| {
                 r.header(name::CONSISTENCY, level)
             })
-            .await?
-            .ok()?
-            .json()?;
+            .await?;
         if let Some(list) = body["items"].as_array() {
             items.extend(list.iter().cloned());
         }
