@@ -71,16 +71,12 @@ pub fn start(raft: Raft, store: std::sync::Weak<crate::store::Store>) {
         };
         let mut leaderless: Option<Instant> = known.is_none().then(Instant::now);
         while rx.changed().await.is_ok() {
-            let (leader, term, now_membership, voters) = {
+            let (leader, term, now_membership) = {
                 let m = rx.borrow_watched();
                 (
                     m.current_leader,
                     m.current_term,
                     *m.membership_config.log_id(),
-                    m.membership_config
-                        .membership()
-                        .voter_ids()
-                        .collect::<Vec<_>>(),
                 )
             };
             match leader {
@@ -114,19 +110,19 @@ pub fn start(raft: Raft, store: std::sync::Weak<crate::store::Store>) {
                 Some(_) => {}
             }
             if now_membership != membership {
+                let (voters, members): (Vec<NodeId>, Vec<NodeId>) = {
+                    let m = rx.borrow_watched();
+                    let ms = m.membership_config.membership();
+                    (
+                        ms.voter_ids().collect(),
+                        ms.nodes().map(|(id, _)| *id).collect(),
+                    )
+                };
                 tracing::info!(log_id = ?now_membership, ?voters, "membership changed");
                 membership = now_membership;
                 // A removed member may come back as a new one, with a new
                 // incarnation: forget the old.
                 let Some(store) = store.upgrade() else { return };
-                let members: Vec<NodeId> = raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(id, _)| *id)
-                    .collect();
                 store.identity().retain(&members);
             }
         }
