@@ -2,12 +2,11 @@
 //!
 //! A backup is a consistent point-in-time copy of the state machine: the
 //! node takes a fresh Raft snapshot (every key with its value and
-//! modification index, and the idempotency records, as of one log index)
-//! and sends its file, framed so that a truncated or corrupt copy is refused:
-//!
-//! ```text
-//! "QKVBACK1" | payload length (u64, big-endian) | payload | SHA-256 of payload
-//! ```
+//! modification index, the idempotency records, the leases and the change
+//! history, as of one log index) and streams its file as it is on disk. The
+//! snapshot file format ([`crate::raft::snapshot`]) is framed and ends with a
+//! SHA-256, so a truncated or corrupt copy is refused; neither side holds
+//! more than a frame of it in memory.
 //!
 //! Restore seeds a *new* cluster from it: every node of the new cluster is
 //! restored from the same file with the new cluster's `--initial-cluster`,
@@ -16,7 +15,6 @@
 //! after them) with the new members as its configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -25,13 +23,9 @@ use openraft::{BasicNode, Membership};
 
 use crate::config::parse_initial_cluster;
 use crate::error::Error;
-use crate::raft::snapshot::StoredSnapshot;
-use crate::raft::{decode, encode, NodeId, SnapshotMeta, StoredMembership, Vote};
+use crate::raft::snapshot::{self, SnapshotData};
+use crate::raft::{NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::store::{fatal, Store};
-
-const MAGIC: &[u8; 8] = b"QKVBACK1";
-const HEADER: usize = 16;
-const TRAILER: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -55,52 +49,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A snapshot framed as a backup file; also returns the payload's SHA-256.
-pub fn frame(snapshot: &StoredSnapshot) -> Result<(Vec<u8>, [u8; 32]), BackupError> {
-    let payload = encode(snapshot).map_err(|e| BackupError::Storage(e.to_string()))?;
-    let sum = sha256(&payload);
-    let mut out = Vec::with_capacity(HEADER + payload.len() + TRAILER);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(&sum);
-    Ok((out, sum))
-}
-
-/// The snapshot in a backup file, after checking its frame and checksum.
-pub fn unframe(bytes: &[u8]) -> Result<StoredSnapshot, BackupError> {
-    let bad = |m: String| Err(BackupError::Invalid(m));
-    if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
-        return bad("not a quorumkv backup (no QKVBACK1 header)".into());
-    }
-    let len = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
-    if bytes.len() != HEADER.saturating_add(len).saturating_add(TRAILER) {
-        return bad(format!(
-            "truncated or padded: the header announces {len} bytes of payload, the file holds {}",
-            bytes.len().saturating_sub(HEADER + TRAILER)
-        ));
-    }
-    let payload = &bytes[HEADER..HEADER + len];
-    if sha256(payload) != bytes[HEADER + len..] {
-        return bad("checksum mismatch: the backup is corrupt".into());
-    }
-    decode(payload).map_err(|e| BackupError::Invalid(format!("undecodable payload: {e}")))
+/// Checks the whole backup file at `path`: its metadata and summary, or
+/// what is wrong with it.
+fn check(path: &Path) -> Result<(SnapshotMeta, snapshot::Summary), BackupError> {
+    snapshot::verify(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => BackupError::Invalid(format!("{}: {e}", path.display())),
+        _ => io(path)(e),
+    })
 }
 
 /// A fresh snapshot of `store`'s state machine, covering at least every
 /// entry it had applied when asked: what `GET /v1/snapshot` sends.
-pub async fn take(store: &Store) -> Result<StoredSnapshot, Error> {
+pub async fn take(store: &Store) -> Result<(SnapshotMeta, SnapshotData), Error> {
     let applied = store.metrics().last_applied;
     store.raft.trigger().snapshot().await.map_err(fatal)?;
     let wait = std::time::Duration::from_secs(120);
@@ -119,10 +83,7 @@ pub async fn take(store: &Store) -> Result<StoredSnapshot, Error> {
         .await
         .map_err(|e| Error::Internal(format!("reading the snapshot: {e}")))?
         .ok_or_else(|| Error::Internal("no snapshot after building one".into()))?;
-    Ok(StoredSnapshot {
-        meta: snapshot.meta,
-        data: snapshot.snapshot.into_inner(),
-    })
+    Ok((snapshot.meta, snapshot.snapshot))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,40 +133,31 @@ pub async fn save(args: &SaveArgs) -> Result<String, BackupError> {
         if let Some(t) = &token {
             req = req.bearer_auth(t);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let partial = args.file.with_extension("partial");
+        match fetch(req, &partial).await {
+            Ok(()) => {}
             Err(e) => {
+                let _ = std::fs::remove_file(&partial);
                 failures.push(format!("{url}: {e}"));
                 continue;
             }
-        };
-        let status = resp.status();
-        let body = match resp.bytes().await {
-            Ok(body) => body,
-            Err(e) => {
-                failures.push(format!("{url}: {e}"));
-                continue;
-            }
-        };
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            failures.push(format!("{url}: {status}: {text}"));
-            continue;
         }
-        let snapshot = match unframe(&body) {
-            Ok(s) => s,
+        let (meta, summary) = match check(&partial) {
+            Ok(checked) => checked,
             Err(e) => {
+                let _ = std::fs::remove_file(&partial);
                 failures.push(format!("{url}: {e}"));
                 continue;
             }
         };
-        write_atomically(&args.file, &body)?;
-        let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
-        let sum = hex(&body[body.len() - TRAILER..]);
+        std::fs::rename(&partial, &args.file).map_err(io(&args.file))?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         return Ok(format!(
-            "saved {} bytes at index {index} from {ep} to {} (sha256 {sum})",
-            body.len(),
-            args.file.display()
+            "saved {} bytes ({} pairs) at index {index} from {ep} to {} (sha256 {})",
+            summary.bytes,
+            summary.pairs,
+            args.file.display(),
+            hex(&summary.sha256)
         ));
     }
     Err(BackupError::Http(format!(
@@ -214,13 +166,29 @@ pub async fn save(args: &SaveArgs) -> Result<String, BackupError> {
     )))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    use std::io::Write;
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+/// Streams the answer to `req` into `path` and syncs it.
+async fn fetch(req: reqwest::RequestBuilder, path: &Path) -> Result<(), String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("{status}: {text}"));
+    }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -245,8 +213,7 @@ pub struct RestoreArgs {
 /// `quorumkv snapshot restore`: writes a data dir that starts from the
 /// backup with the new cluster as its membership.
 pub async fn restore(args: &RestoreArgs) -> Result<String, BackupError> {
-    let bytes = std::fs::read(&args.file).map_err(io(&args.file))?;
-    let snapshot = unframe(&bytes)?;
+    let (file_meta, _) = check(&args.file)?;
     let members = parse_initial_cluster(&args.initial_cluster)
         .map_err(|e| BackupError::Invalid(e.to_string()))?;
     if !members.contains_key(&args.id) {
@@ -263,7 +230,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, BackupError> {
         )));
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let last_log_id = snapshot.meta.last_log_id;
+    let last_log_id = file_meta.last_log_id;
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
@@ -278,9 +245,8 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, BackupError> {
     let storage = |e: std::io::Error| BackupError::Storage(e.to_string());
     let (mut log, mut sm) = crate::node::open_storage(dir, Default::default())
         .map_err(|e| BackupError::Storage(e.to_string()))?;
-    sm.install_snapshot(&meta, Cursor::new(snapshot.data))
-        .await
-        .map_err(storage)?;
+    let data = SnapshotData::open(&args.file).map_err(io(&args.file))?;
+    sm.install_snapshot(&meta, data).await.map_err(storage)?;
     if let Some(last) = last_log_id {
         log.purge(last).await.map_err(storage)?;
         // A vote at the snapshot's term: a node's vote is never behind its
@@ -295,25 +261,4 @@ pub async fn restore(args: &RestoreArgs) -> Result<String, BackupError> {
         dir.display(),
         args.initial_cluster
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip_and_damage_is_refused() {
-        let snapshot = StoredSnapshot {
-            meta: SnapshotMeta::default(),
-            data: vec![1, 2, 3],
-        };
-        let (bytes, _) = frame(&snapshot).unwrap();
-        assert_eq!(unframe(&bytes).ok().map(|s| s.data), Some(vec![1, 2, 3]));
-        let err = |b: &[u8]| unframe(b).err().map(|e| e.to_string()).unwrap_or_default();
-        let mut corrupt = bytes.clone();
-        corrupt[HEADER + 1] ^= 1;
-        assert!(err(&corrupt).contains("checksum"));
-        assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
-        assert!(!err(b"hello").is_empty());
-    }
 }

@@ -216,6 +216,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_QUOTA_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_bytes: u64,
 
+    /// Largest snapshot this node accepts from a leader, in bytes. It is
+    /// streamed to disk, never held in memory; this bounds the disk a
+    /// snapshot in flight may take.
+    #[arg(long, env = "QKV_MAX_SNAPSHOT_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
+    pub max_snapshot_bytes: u64,
+
     /// Most compares plus operations in one transaction.
     #[arg(long, env = "QKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -303,6 +309,7 @@ pub struct Config {
     /// Bounds of the leader's queue of writes waiting for a proposal.
     pub write_queue: QueueBounds,
     pub quota_bytes: u64,
+    pub max_snapshot_bytes: u64,
 }
 
 /// Request size limits, checked before anything reaches the log.
@@ -561,6 +568,7 @@ impl TryFrom<ServeArgs> for Config {
             request_timeout: Duration::from_millis(a.request_timeout_ms),
             all_wait: Duration::from_millis(a.all_wait_ms),
             quota_bytes: a.quota_bytes,
+            max_snapshot_bytes: a.max_snapshot_bytes,
             write_queue: QueueBounds {
                 writes: a.max_queued_writes,
                 bytes: a.max_queued_write_bytes,

@@ -123,29 +123,42 @@ pub fn backup_router() -> Router<AppState> {
 }
 
 /// `GET /v1/snapshot` (admin): a backup of this node's state machine, as of
-/// the index in `X-Raft-Index`, framed with its SHA-256 (`quorumkv snapshot
-/// save` fetches and checks it).
+/// the index in `X-Raft-Index`: the snapshot file, streamed as it is on disk
+/// (it ends with its SHA-256, also in `X-Checksum-Sha256`; `quorumkv
+/// snapshot save` fetches and checks it).
 async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<axum::response::Response, Error> {
     use axum::response::IntoResponse;
     caller.require(Role::Admin)?;
-    let snapshot = crate::backup::take(&state.store).await?;
-    let index = snapshot.meta.last_log_id.map_or(0, |l| l.index);
-    let (bytes, sum) =
-        crate::backup::frame(&snapshot).map_err(|e| Error::Internal(e.to_string()))?;
+    let (meta, data) = crate::backup::take(&state.store).await?;
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let mut file = data.file;
+    let (sum, len) = tokio::task::spawn_blocking(move || {
+        let sum = crate::raft::snapshot::checksum_of(&mut file)?;
+        let len = file.metadata()?.len();
+        Ok::<_, std::io::Error>((sum, (len, file)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("reading the snapshot: {e}")))?
+    .map_err(|e| Error::Internal(format!("reading the snapshot: {e}")))?;
+    let (len, file) = len;
     let head = crate::api::headers::Head::new()
         .raft_index(index)
         .into_map();
-    let sum = crate::backup::hex(&sum);
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        tokio::fs::File::from_std(file),
+        256 * 1024,
+    ));
     Ok((
         head,
         [
             ("content-type", "application/octet-stream".to_owned()),
-            ("x-checksum-sha256", sum),
+            ("content-length", len.to_string()),
+            ("x-checksum-sha256", crate::backup::hex(&sum)),
         ],
-        bytes,
+        body,
     )
         .into_response())
 }

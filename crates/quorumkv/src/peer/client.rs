@@ -119,6 +119,32 @@ impl PeerClient {
         credentials: bool,
     ) -> Result<Resp, CallError> {
         let body = encode(req).map_err(|e| CallError::Unreachable(format!("encode: {e}")))?;
+        self.post_body(addr, to, path, body.into(), timeout, credentials)
+            .await
+    }
+
+    /// [`PeerClient::call_to`] with a body streamed from `body` (a snapshot).
+    pub async fn stream_to<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        to: NodeId,
+        path: &str,
+        body: reqwest::Body,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        self.post_body(addr, Some(to), path, body, timeout, true)
+            .await
+    }
+
+    async fn post_body<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        to: Option<NodeId>,
+        path: &str,
+        body: reqwest::Body,
+        timeout: Duration,
+        credentials: bool,
+    ) -> Result<Resp, CallError> {
         let url = format!("{}/raft/{}", addr.trim_end_matches('/'), path);
         let mut post = self.http.post(&url);
         if let (Some(auth), true) = (&self.auth, credentials) {

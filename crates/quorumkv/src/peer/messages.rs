@@ -18,7 +18,7 @@ pub mod path {
     pub const VOTE: &str = "vote";
     /// openraft: would you vote for me at my next term? (changes nothing).
     pub const PRE_VOTE: &str = "pre_vote";
-    /// openraft: a whole snapshot in one message ([`FullSnapshot`]).
+    /// openraft: a whole snapshot, streamed ([`SnapshotHeader`] then the file).
     pub const SNAPSHOT: &str = "snapshot";
     /// A follower hands a client write to the leader ([`crate::command::Write`] -> [`ForwardReply`]).
     pub const FORWARD: &str = "forward";
@@ -184,13 +184,17 @@ pub struct JoinRequest {
 /// The cluster's id (hex) and its members after the join, or why not.
 pub type JoinReply = Result<(String, Vec<MemberInfo>), WireError>;
 
-/// The whole-snapshot message of `/raft/snapshot`.
+/// What `/raft/snapshot` carries before the snapshot file: its body is the
+/// header's length (u32 BE), the header, then the file
+/// ([`crate::raft::snapshot`]), streamed.
 #[derive(Serialize, Deserialize)]
-pub struct FullSnapshot {
+pub struct SnapshotHeader {
     pub vote: Vote,
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
 }
+
+/// The longest [`SnapshotHeader`] a node takes (it holds the membership).
+pub const MAX_SNAPSHOT_HEADER_BYTES: u32 = 1 << 20;
 
 /// `/raft/lease`: what only the leader knows of a lease, its deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,9 +22,10 @@ use crate::peer::auth::{require_token, ClusterToken};
 use crate::peer::cluster_id::{require_same_cluster, ClusterIdCell};
 use crate::peer::identity::{check_incarnation, Identity};
 use crate::peer::messages::{
-    path, Challenge, FullSnapshot, JoinReply, JoinRequest, LeaseCall, LeaseReply, MemberChange,
-    MembersReply, ProofReply, WaitApplied,
+    path, Challenge, JoinReply, JoinRequest, LeaseCall, LeaseReply, MemberChange, MembersReply,
+    ProofReply, SnapshotHeader, WaitApplied, MAX_SNAPSHOT_HEADER_BYTES,
 };
+use crate::raft::snapshot::{self, SnapshotData};
 use crate::raft::{
     decode, encode, AppendEntriesRequest, AppendEntriesResponse, Snapshot, TransferLeaderRequest,
     Vote, VoteRequest,
@@ -44,8 +45,8 @@ pub fn router(
     identity: Arc<Identity>,
 ) -> Router {
     let route = |p: &str| format!("/raft/{p}");
-    // A snapshot is sent whole, one buffer (bounded only by the data: not yet
-    // streamed in chunks); every other message is bounded.
+    // A snapshot is streamed to disk, bounded by --max-snapshot-bytes; every
+    // other message is one buffer, bounded.
     let snapshot = Router::new()
         .route(&route(path::SNAPSHOT), post(full_snapshot))
         .layer(DefaultBodyLimit::disable());
@@ -76,7 +77,7 @@ pub fn router(
 }
 
 /// Entries in one append-entries, and the body limit of every peer route but
-/// the whole-snapshot one: entries of at most 4 MiB (the proposer's batch) fit.
+/// the snapshot one: entries of at most 4 MiB (the proposer's batch) fit.
 pub const MAX_APPEND_ENTRIES: u64 = 32;
 pub const MAX_MESSAGE_BYTES: usize = (MAX_APPEND_ENTRIES as usize + 1) * 4 * 1024 * 1024;
 
@@ -150,19 +151,128 @@ async fn pre_vote(State(store): Peer, body: Body) -> Result<Response, Error> {
     Ok(reply(&store.raft.pre_vote(req).await))
 }
 
-async fn full_snapshot(State(store): Peer, body: Body) -> Result<Response, Error> {
-    let req: FullSnapshot = parse(body)?;
-    check_term(&store, &req.vote)?;
+/// `/raft/snapshot`: the [`SnapshotHeader`], then the snapshot file,
+/// streamed into a temp file beside the slot (never one buffer, at most
+/// `--max-snapshot-bytes`), checked whole (framing, checksum, the header's
+/// index), then installed.
+async fn full_snapshot(State(store): Peer, body: axum::body::Body) -> Result<Response, Error> {
+    let mut stream = body.into_data_stream();
+    let mut pending = bytes::BytesMut::new();
+    let header: SnapshotHeader = read_header(&mut stream, &mut pending).await?;
+    check_term(&store, &header.vote)?;
     store.contact.arrived();
-    let snapshot = Snapshot {
-        meta: req.meta,
-        snapshot: std::io::Cursor::new(req.data),
+    let temp = snapshot::temp_beside(&store.config.data_dir.join(snapshot::SLOT));
+    let received = receive_file(stream, pending, &temp, store.config.max_snapshot_bytes).await;
+    let opened = match received {
+        Ok(()) => check_received(&temp, &header).await,
+        Err(e) => Err(e),
     };
-    let res = store.raft.install_full_snapshot(req.vote, snapshot).await;
+    // The open handle keeps the file readable; the name is no longer needed.
+    let _ = std::fs::remove_file(&temp);
+    let snapshot = Snapshot {
+        meta: header.meta,
+        snapshot: opened?,
+    };
+    let res = store
+        .raft
+        .install_full_snapshot(header.vote, snapshot)
+        .await;
     if res.is_ok() {
         store.contact.touch();
     }
     Ok(reply(&res))
+}
+
+type DataStream = axum::body::BodyDataStream;
+
+/// Reads the length-prefixed header off the front of the body; what follows
+/// it stays in `pending`.
+async fn read_header(
+    stream: &mut DataStream,
+    pending: &mut bytes::BytesMut,
+) -> Result<SnapshotHeader, Error> {
+    use futures::StreamExt;
+    let short = || Error::InvalidBody("snapshot: the body ends inside its header".into());
+    let mut need = 4usize;
+    let mut len = None;
+    loop {
+        if pending.len() >= need {
+            match len {
+                None => {
+                    let l = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]);
+                    if l > MAX_SNAPSHOT_HEADER_BYTES {
+                        return Err(Error::InvalidBody(format!(
+                            "snapshot header of {l} bytes (limit {MAX_SNAPSHOT_HEADER_BYTES})"
+                        )));
+                    }
+                    let _ = pending.split_to(4);
+                    len = Some(l as usize);
+                    need = l as usize;
+                    continue;
+                }
+                Some(l) => {
+                    let header = pending.split_to(l);
+                    return decode(&header)
+                        .map_err(|e| Error::InvalidBody(format!("snapshot header: {e}")));
+                }
+            }
+        }
+        let chunk = stream
+            .next()
+            .await
+            .ok_or_else(short)?
+            .map_err(|e| Error::InvalidBody(format!("snapshot: {e}")))?;
+        pending.extend_from_slice(&chunk);
+    }
+}
+
+/// Streams the rest of the body into `path`, synced; at most `max` bytes.
+async fn receive_file(
+    mut stream: DataStream,
+    pending: bytes::BytesMut,
+    path: &std::path::Path,
+    max: u64,
+) -> Result<(), Error> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let failed = |e: std::io::Error| Error::Internal(format!("receiving a snapshot: {e}"));
+    let mut file = tokio::fs::File::create(path).await.map_err(failed)?;
+    let mut total = pending.len() as u64;
+    file.write_all(&pending).await.map_err(failed)?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::InvalidBody(format!("snapshot: {e}")))?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(Error::BodyTooLarge {
+                what: "the snapshot (--max-snapshot-bytes)",
+                len: None,
+                limit: max as usize,
+            });
+        }
+        file.write_all(&chunk).await.map_err(failed)?;
+    }
+    file.sync_all().await.map_err(failed)
+}
+
+/// The received file at `path`, checked whole, opened for the install.
+async fn check_received(
+    path: &std::path::Path,
+    header: &SnapshotHeader,
+) -> Result<SnapshotData, Error> {
+    let path = path.to_owned();
+    let want = header.meta.last_log_id;
+    tokio::task::spawn_blocking(move || {
+        let (meta, _) =
+            snapshot::verify(&path).map_err(|e| Error::InvalidBody(format!("snapshot: {e}")))?;
+        if meta.last_log_id != want {
+            return Err(Error::InvalidBody(
+                "snapshot: the file's index is not the header's".into(),
+            ));
+        }
+        SnapshotData::open(&path).map_err(|e| Error::Internal(format!("receiving a snapshot: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("receiving a snapshot: {e}")))?
 }
 
 async fn forward(State(store): Peer, body: Body) -> Result<Response, Error> {

@@ -19,8 +19,8 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// quorumkv's Raft types: commands in, command results out. Snapshots are
-    /// whole buffers (`Cursor<Vec<u8>>`); since 0.10 that type belongs to the
-    /// state machine and the network, not to the type config.
+    /// files ([`SnapshotData`]); since 0.10 that type belongs to the state
+    /// machine and the network, not to the type config.
     pub TypeConfig:
         D = Proposal,
         R = Vec<CommandResult>,
@@ -29,8 +29,9 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// The snapshot payload as the state machine and the network carry it.
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// The snapshot payload as the state machine and the network carry it: an
+/// open snapshot file ([`snapshot`]).
+pub use snapshot::SnapshotData;
 
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
@@ -105,7 +106,7 @@ mod tests {
             let _ = decode::<AppendEntriesRequest>(&bytes);
             let _ = decode::<VoteRequest>(&bytes);
             let _ = decode::<crate::command::Write>(&bytes);
-            let _ = decode::<crate::peer::messages::FullSnapshot>(&bytes);
+            let _ = decode::<crate::peer::messages::SnapshotHeader>(&bytes);
             let _ = decode::<crate::peer::messages::WaitApplied>(&bytes);
         }
     }

@@ -11,10 +11,10 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::peer::messages::{path, FullSnapshot};
+use crate::peer::messages::{path, SnapshotHeader};
 use crate::peer::{CallError, PeerClient};
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, Fatal, NodeId, Snapshot, SnapshotData,
+    encode, AppendEntriesRequest, AppendEntriesResponse, Fatal, NodeId, Snapshot, SnapshotData,
     SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, TypeConfig, Vote, VoteRequest,
     VoteResponse,
 };
@@ -133,7 +133,8 @@ impl RaftNetworkV2<TypeConfig> for Network {
         self.rpc(path::TRANSFER_LEADER, &req, &option).await
     }
 
-    /// Sends the whole snapshot in one request (they are single buffers here).
+    /// Streams the snapshot file in one request: the header, then the file
+    /// as it is on disk, read 256 KiB at a time.
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -141,16 +142,34 @@ impl RaftNetworkV2<TypeConfig> for Network {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError<TypeConfig>> {
-        let req = FullSnapshot {
+        let header = SnapshotHeader {
             vote,
             meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
         };
-        let call = self.client.call_to::<_, Result<SnapshotResponse, Fatal>>(
+        let header = encode(&header).map_err(|e| {
+            StreamingError::Unreachable(Unreachable::new(&Msg(format!("encode: {e}"))))
+        })?;
+        let mut first = (header.len() as u32).to_be_bytes().to_vec();
+        first.extend_from_slice(&header);
+        let mut file = snapshot.snapshot.file;
+        let rewound = {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(0))
+        };
+        rewound.map_err(|e| {
+            StreamingError::Unreachable(Unreachable::new(&Msg(format!("snapshot file: {e}"))))
+        })?;
+        let file = tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(file),
+            256 * 1024,
+        );
+        let first = futures::stream::once(async move { Ok(bytes::Bytes::from(first)) });
+        let body = futures::StreamExt::chain(first, file);
+        let call = self.client.stream_to::<Result<SnapshotResponse, Fatal>>(
             &self.addr,
             self.target,
             path::SNAPSHOT,
-            &req,
+            reqwest::Body::wrap_stream(body),
             option.hard_ttl(),
         );
         let answer = tokio::select! {

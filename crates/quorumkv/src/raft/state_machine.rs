@@ -1,8 +1,10 @@
 //! openraft's `RaftStateMachine` over the [`sm`](crate::sm) tree. Every apply
 //! call is one atomic sled batch holding the data changes and the new
-//! last-applied log id. Snapshots are a point-in-time copy of the tree.
+//! last-applied log id. A snapshot is built from a [`capture`] of the tree
+//! started between two applies: written to a file frame by frame on a
+//! blocking thread while applies go on, never held in memory whole.
 
-use std::io::Cursor;
+use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -11,12 +13,13 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use crate::command::CommandResult;
 use crate::metrics::METRICS;
 use crate::raft::durable::Durable;
-use crate::raft::snapshot::{snap_err, SnapshotFile, SnapshotPairs, StoredSnapshot};
+use crate::raft::snapshot::{snap_err, SnapshotData, SnapshotFile, Writer};
 use crate::raft::{
-    decode, encode, storage_err, LogId, Snapshot, SnapshotData, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    decode, encode, storage_err, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 use crate::sm::apply::Changes;
+use crate::sm::capture::{self, Captures};
 use crate::sm::history;
 use crate::sm::idempotency::{self, Policy};
 use crate::sm::reader::SmReader;
@@ -34,6 +37,8 @@ pub struct Retention {
 pub struct StateMachine {
     durable: Durable,
     tree: sled::Tree,
+    /// Every write to `tree` goes through it, so captures see a fixed tree.
+    captures: Arc<Captures>,
     snapshot_file: SnapshotFile,
     retention: Retention,
     /// The applied index, for watchers and blocking reads to wait on.
@@ -56,9 +61,11 @@ impl StateMachine {
         let reader = SmReader::unwatched(tree.clone());
         let applied = reader.applied_index()?;
         history::mark_floor(&tree, applied)?;
+        let captures = Captures::open(durable.db().clone(), tree.clone())?;
         Ok(StateMachine {
             durable,
             tree,
+            captures,
             snapshot_file,
             retention,
             applied: tokio::sync::watch::Sender::new(applied),
@@ -159,12 +166,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let bytes = encode(&Some(last)).map_err(sm_err("apply"))?;
             changes.set_raw(APPLIED.to_vec(), bytes);
         }
-        self.tree
-            .apply_batch(changes.into_batch())
-            .map_err(sm_err("apply"))?;
-        idempotency::collect_garbage(&self.tree, self.retention.idempotency)
-            .map_err(sm_err("apply"))?;
-        history::trim(&self.tree, self.retention.history).map_err(sm_err("apply"))?;
+        changes.commit(&self.captures).map_err(sm_err("apply"))?;
+        if !self.captures.running() {
+            idempotency::collect_garbage(&self.tree, self.retention.idempotency)
+                .map_err(sm_err("apply"))?;
+            history::trim(&self.tree, self.retention.history).map_err(sm_err("apply"))?;
+        }
         crate::metrics::observe(&METRICS.apply_seconds, started.elapsed());
         if let Some(last) = last {
             self.applied.send_replace(last.index);
@@ -178,18 +185,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Called between applies: copy the tree now so the build sees one index.
-        let pairs = self
-            .tree
-            .iter()
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<SnapshotPairs, _>>();
+        // Called between applies: the capture sees the tree as of this index.
+        let started = async {
+            let (last_log_id, last_membership) = self.applied_state().await?;
+            let capture = self.captures.start().map_err(sm_err("capture"))?;
+            let meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+            };
+            Ok((capture, meta))
+        };
         SnapshotBuilder {
-            pairs,
+            started: Some(started.await),
             snapshot_file: self.snapshot_file.clone(),
         }
     }
 
+    /// Loads the snapshot into the tree as one atomic batch (readers see the
+    /// old state or the new), then keeps the file in the slot. The file is
+    /// read a frame at a time and its checksum checked before anything is
+    /// written.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
@@ -197,25 +212,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         tracing::info!(%meta, "installing snapshot");
         let started = std::time::Instant::now();
-        let data = snapshot.into_inner();
-        METRICS.snapshot_bytes.set(data.len() as i64);
-        let pairs: SnapshotPairs = decode(&data).map_err(snap_err("decode"))?;
-        let mut batch = sled::Batch::default();
-        for item in self.tree.iter() {
-            let (k, _) = item.map_err(sm_err("install snapshot"))?;
-            batch.remove(k);
-        }
-        for (k, v) in pairs {
-            batch.insert(k, v);
-        }
-        // The snapshot's own metadata wins over whatever its pairs say.
-        let applied = encode(&meta.last_log_id).map_err(sm_err("install snapshot"))?;
-        let membership = encode(&meta.last_membership).map_err(sm_err("install snapshot"))?;
-        batch.insert(APPLIED, applied);
-        batch.insert(MEMBERSHIP, membership);
-        self.tree
-            .apply_batch(batch)
-            .map_err(sm_err("install snapshot"))?;
+        // A running build reads the tree this replaces; let it finish.
+        self.captures.idle().await;
+        let tree = self.tree.clone();
+        let slot = self.snapshot_file.clone();
+        let install_meta = meta.clone();
+        let (temp, bytes) = tokio::task::spawn_blocking(move || {
+            let temp = slot.temp_path();
+            let loaded = load(&tree, &install_meta, &snapshot, &temp);
+            if loaded.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            loaded.map(|bytes| (temp, bytes))
+        })
+        .await
+        .map_err(snap_err("install"))??;
+        METRICS.snapshot_bytes.set(bytes as i64);
         self.durable
             .sync()
             .await
@@ -223,12 +235,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(last) = meta.last_log_id {
             self.applied.send_replace(last.index);
         }
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
         let file = self.snapshot_file.clone();
-        tokio::task::spawn_blocking(move || file.save(&stored))
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || file.publish(&temp, &meta))
             .await
             .map_err(snap_err("save"))??;
         crate::metrics::observe(&METRICS.snapshot_install_seconds, started.elapsed());
@@ -236,15 +245,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.snapshot_file.load()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Cursor::new(s.data),
-        }))
+        let file = self.snapshot_file.clone();
+        let current = tokio::task::spawn_blocking(move || file.current())
+            .await
+            .map_err(snap_err("read"))??;
+        Ok(current.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
+/// Replaces `tree`'s content with the snapshot's pairs (the metadata's
+/// applied id and membership win over the pairs') in one batch, copying the
+/// snapshot to `temp` with `meta` on the way. Blocking. Returns the bytes of
+/// pairs loaded.
+fn load(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+    snapshot: &SnapshotData,
+    temp: &std::path::Path,
+) -> Result<u64, StorageError> {
+    let mut reader = snapshot.reader().map_err(snap_err("read"))?;
+    let mut copy = Writer::create(temp, meta).map_err(snap_err("write"))?;
+    let mut batch = sled::Batch::default();
+    for item in tree.iter() {
+        let (k, _) = item.map_err(sm_err("install snapshot"))?;
+        batch.remove(k);
+    }
+    let applied = encode(&meta.last_log_id).map_err(sm_err("install snapshot"))?;
+    let membership = encode(&meta.last_membership).map_err(sm_err("install snapshot"))?;
+    let mut bytes = 0u64;
+    while let Some(frame) = reader.next_frame().map_err(snap_err("read"))? {
+        for (k, v) in frame {
+            bytes += (k.len() + v.len()) as u64;
+            let v = match &k[..] {
+                APPLIED => applied.clone(),
+                MEMBERSHIP => membership.clone(),
+                _ => v,
+            };
+            batch.insert(&k[..], &v[..]);
+            copy.push(k, v).map_err(snap_err("write"))?;
+        }
+    }
+    batch.insert(APPLIED, applied);
+    batch.insert(MEMBERSHIP, membership);
+    tree.apply_batch(batch)
+        .map_err(sm_err("install snapshot"))?;
+    copy.finish().map_err(snap_err("write"))?;
+    Ok(bytes)
+}
+
+type Started = Result<(capture::Capture, SnapshotMeta), StorageError>;
+
 pub struct SnapshotBuilder {
-    pairs: Result<SnapshotPairs, sled::Error>,
+    started: Option<Started>,
     snapshot_file: SnapshotFile,
 }
 
@@ -253,31 +305,53 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let pairs =
-            std::mem::replace(&mut self.pairs, Ok(Vec::new())).map_err(snap_err("copy tree"))?;
-        let (last_log_id, last_membership) =
-            applied_from(|key| Ok(pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())))?;
-        // 0.10 identifies a snapshot by the last log id it covers: no id to invent.
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: encode(&pairs).map_err(snap_err("encode"))?,
-        };
-        let file = self.snapshot_file.clone();
-        let stored = tokio::task::spawn_blocking(move || file.save(&stored).map(|()| stored))
-            .await
-            .map_err(snap_err("save"))??;
-        METRICS.snapshot_bytes.set(stored.data.len() as i64);
-        crate::metrics::observe(&METRICS.snapshot_build_seconds, started.elapsed());
-        tracing::info!(%meta, bytes = stored.data.len(), "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Cursor::new(stored.data),
+        let (capture, meta) = self
+            .started
+            .take()
+            .unwrap_or_else(|| Err(storage_err("snapshot", "built twice")))?;
+        let slot = self.snapshot_file.clone();
+        let (summary, current) = tokio::task::spawn_blocking(move || {
+            let temp = slot.temp_path();
+            let written = write(&capture, &meta, &temp);
+            drop(capture);
+            let summary = match written {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(e);
+                }
+            };
+            slot.publish(&temp, &meta)?;
+            Ok((summary, slot.current()?))
         })
+        .await
+        .map_err(snap_err("build"))??;
+        let (meta, snapshot) =
+            current.ok_or_else(|| storage_err("snapshot", "no file after building one"))?;
+        METRICS.snapshot_bytes.set(summary.bytes as i64);
+        crate::metrics::observe(&METRICS.snapshot_build_seconds, started.elapsed());
+        tracing::info!(%meta, bytes = summary.bytes, pairs = summary.pairs, "built snapshot");
+        Ok(Snapshot { meta, snapshot })
     }
+}
+
+/// Writes what `capture` reads to a new snapshot file at `temp`. Blocking.
+fn write(
+    capture: &capture::Capture,
+    meta: &SnapshotMeta,
+    temp: &std::path::Path,
+) -> Result<crate::raft::snapshot::Summary, StorageError> {
+    let mut w = Writer::create(temp, meta).map_err(snap_err("write"))?;
+    loop {
+        let chunk = capture.next_chunk().map_err(sm_err("capture"))?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (k, v) in chunk {
+            w.push(k, v).map_err(snap_err("write"))?;
+        }
+    }
+    w.finish().map_err(snap_err("write"))
 }
 
 #[cfg(test)]

@@ -144,6 +144,16 @@ impl<'a> Changes<'a> {
         Ok(())
     }
 
+    /// Writes the pending changes as one batch, through `captures`.
+    pub fn commit(self, captures: &crate::sm::capture::Captures) -> Result<(), sled::Error> {
+        let keys: Vec<Vec<u8>> = if captures.running() {
+            self.pending.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        captures.write(keys.iter().map(|k| &k[..]), self.into_batch())
+    }
+
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.pending {

@@ -9,8 +9,11 @@
 //! - `i<idempotency key>`: a recorded result; `t<seq>`: records in creation order;
 //! - `w<index><seq>`, `m:watch_floor`, `m:watch_len`: the change history ([`history`]);
 //! - `l<id>`, `a<id><key>`, `o<key>`: leases and their keys ([`lease`]).
+//!
+//! Snapshots read the tree through a [`capture`] while applies go on.
 
 pub mod apply;
+pub mod capture;
 pub mod history;
 pub mod idempotency;
 pub mod lease;
@@ -45,6 +48,9 @@ fn idem_key(key: &str) -> Vec<u8> {
 fn idem_order_key(seq: u64) -> Vec<u8> {
     prefixed(IDEM_ORDER, &seq.to_be_bytes())
 }
+
+/// Raw pairs of the tree, in key order (a chunk of a capture or a snapshot).
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 pub(crate) fn read_u64(raw: Option<impl AsRef<[u8]>>) -> u64 {
     raw.and_then(|b| b.as_ref().try_into().ok())

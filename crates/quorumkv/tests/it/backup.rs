@@ -98,7 +98,7 @@ async fn a_backup_restores_every_key_value_and_index_into_a_new_cluster() {
         let mid = corrupt.len() / 2;
         corrupt[mid] ^= 0x40;
         for (name, damaged, why) in [
-            ("corrupt", corrupt, "checksum"),
+            ("corrupt", corrupt, "corrupt"),
             (
                 "truncated",
                 bytes[..bytes.len() - 100].to_vec(),
