@@ -199,7 +199,9 @@ async fn bench_state_machine(s: Scale) {
     let dir = tempfile::tempdir().expect("temp dir");
     let durable = Durable::open(&dir.path().join("sm")).expect("open sled");
     let snapshots = SnapshotFile::open(dir.path().join("snapshot")).expect("snapshot file");
-    let mut sm = StateMachine::open(durable, snapshots, Default::default()).expect("state machine");
+    let tree = quorumkv::sm::tree::SmTree::open(durable.db()).expect("sm tree");
+    let mut sm =
+        StateMachine::open(durable, tree, snapshots, Default::default()).expect("state machine");
     let mut index = 1u64;
     let mut key = 0u64;
     for (entries, reqs) in [(1u64, 1u64), (1, 64), (16, 4)] {

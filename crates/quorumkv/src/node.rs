@@ -21,6 +21,7 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
+use crate::sm::tree::SmTree;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,8 +126,14 @@ pub fn open_storage(
     let log_db = Durable::open(&dir.join("log")).map_err(dir_err)?;
     let sm_db = Durable::open(&dir.join("sm")).map_err(dir_err)?;
     let snapshots = SnapshotFile::open(dir.join("snapshot")).map_err(storage)?;
-    let log_store = LogStore::open(log_db, sm_db.clone(), Some(snapshots.clone()))?;
-    let state_machine = StateMachine::open(sm_db, snapshots, retention)?;
+    let sm_tree = SmTree::open(sm_db.db())?;
+    let log_store = LogStore::open(
+        log_db,
+        sm_db.clone(),
+        sm_tree.clone(),
+        Some(snapshots.clone()),
+    )?;
+    let state_machine = StateMachine::open(sm_db, sm_tree, snapshots, retention)?;
     Ok((log_store, state_machine))
 }
 

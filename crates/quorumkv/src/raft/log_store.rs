@@ -21,6 +21,7 @@ use crate::raft::durable::{Durable, Flusher};
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::{decode, encode, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::sm::reader::SmReader;
+use crate::sm::tree::SmTree;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -93,12 +94,13 @@ impl LogStore {
     pub fn open(
         durable: Durable,
         sm: Durable,
+        sm_tree: SmTree,
         snapshots: Option<SnapshotFile>,
     ) -> Result<Self, sled::Error> {
         let log = durable.db().open_tree("log")?;
         let meta = durable.db().open_tree("raft_meta")?;
         let committed = sm.db().open_tree("raft_committed")?;
-        let applied = SmReader::unwatched(sm.db().open_tree(crate::sm::TREE)?);
+        let applied = SmReader::unwatched(sm_tree);
         let flusher = durable.start_flusher();
         Ok(LogStore {
             durable,
@@ -407,7 +409,8 @@ mod tests {
         let log = Durable::open(&dir.join("log")).expect("log db");
         let sm = Durable::open(&dir.join("sm")).expect("sm db");
         let file = SnapshotFile::open(dir.join("snapshot")).expect("snapshot file");
-        LogStore::open(log, sm, Some(file)).expect("log store")
+        let tree = SmTree::open(sm.db()).expect("sm tree");
+        LogStore::open(log, sm, tree, Some(file)).expect("log store")
     }
 
     /// Appends blank entries 1..=last and makes them durable.

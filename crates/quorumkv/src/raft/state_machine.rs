@@ -23,6 +23,7 @@ use crate::sm::capture::{self, Captures};
 use crate::sm::history;
 use crate::sm::idempotency::{self, Policy};
 use crate::sm::reader::SmReader;
+use crate::sm::tree::SmTree;
 use crate::sm::{APPLIED, MEMBERSHIP};
 
 /// What the state machine keeps and for how long. Idempotency must be the
@@ -36,7 +37,7 @@ pub struct Retention {
 
 pub struct StateMachine {
     durable: Durable,
-    tree: sled::Tree,
+    tree: SmTree,
     /// Every write to `tree` goes through it, so captures see a fixed tree.
     captures: Arc<Captures>,
     snapshot_file: SnapshotFile,
@@ -54,14 +55,14 @@ fn sm_err<E: std::error::Error + Send + Sync + 'static>(
 impl StateMachine {
     pub fn open(
         durable: Durable,
+        tree: SmTree,
         snapshot_file: SnapshotFile,
         retention: Retention,
     ) -> Result<Self, sled::Error> {
-        let tree = durable.db().open_tree(crate::sm::TREE)?;
         let reader = SmReader::unwatched(tree.clone());
         let applied = reader.applied_index()?;
-        history::mark_floor(&tree, applied)?;
-        let captures = Captures::open(durable.db().clone(), tree.clone())?;
+        history::mark_floor(&tree.load(), applied)?;
+        let captures = Captures::open(durable.db().clone())?;
         Ok(StateMachine {
             durable,
             tree,
@@ -123,6 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied_from(|k| {
             Ok(self
                 .tree
+                .load()
                 .get(k)
                 .map_err(sm_err("read"))?
                 .map(|v| v.to_vec()))
@@ -140,7 +142,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let started = std::time::Instant::now();
         METRICS.apply_entries.observe(entries.len() as f64);
-        let mut changes = Changes::new(&self.tree, self.retention.idempotency);
+        let tree = self.tree.load();
+        let mut changes = Changes::new(&tree, self.retention.idempotency);
         let mut results: Vec<Vec<CommandResult>> = Vec::with_capacity(entries.len());
         let mut last = None;
         for (entry, _) in &entries {
@@ -168,9 +171,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         changes.commit(&self.captures).map_err(sm_err("apply"))?;
         if !self.captures.running() {
-            idempotency::collect_garbage(&self.tree, self.retention.idempotency)
+            idempotency::collect_garbage(&tree, self.retention.idempotency)
                 .map_err(sm_err("apply"))?;
-            history::trim(&self.tree, self.retention.history).map_err(sm_err("apply"))?;
+            history::trim(&tree, self.retention.history).map_err(sm_err("apply"))?;
         }
         crate::metrics::observe(&METRICS.apply_seconds, started.elapsed());
         if let Some(last) = last {
@@ -188,7 +191,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Called between applies: the capture sees the tree as of this index.
         let started = async {
             let (last_log_id, last_membership) = self.applied_state().await?;
-            let capture = self.captures.start().map_err(sm_err("capture"))?;
+            let capture = self
+                .captures
+                .start(self.tree.load())
+                .map_err(sm_err("capture"))?;
             let meta = SnapshotMeta {
                 last_log_id,
                 last_membership,
@@ -201,10 +207,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    /// Loads the snapshot into the tree as one atomic batch (readers see the
-    /// old state or the new), then keeps the file in the slot. The file is
-    /// read a frame at a time and its checksum checked before anything is
-    /// written.
+    /// Loads the snapshot into a new tree a frame at a time, makes it
+    /// durable, then switches to it ([`SmTree`]: readers see the old state
+    /// or the new), and keeps the file in the slot. The switch happens only
+    /// once the file's checksum checked out.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
@@ -214,12 +220,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = std::time::Instant::now();
         // A running build reads the tree this replaces; let it finish.
         self.captures.idle().await;
-        let tree = self.tree.clone();
+        let staged = self.tree.stage().map_err(sm_err("install snapshot"))?;
         let slot = self.snapshot_file.clone();
         let install_meta = meta.clone();
+        let filled = staged.clone();
         let (temp, bytes) = tokio::task::spawn_blocking(move || {
             let temp = slot.temp_path();
-            let loaded = load(&tree, &install_meta, &snapshot, &temp);
+            let loaded = load(&filled, &install_meta, &snapshot, &temp);
             if loaded.is_err() {
                 let _ = std::fs::remove_file(&temp);
             }
@@ -228,10 +235,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(snap_err("install"))??;
         METRICS.snapshot_bytes.set(bytes as i64);
-        self.durable
-            .sync()
-            .await
+        let sync = |e| sm_err("install snapshot")(e);
+        self.durable.sync().await.map_err(sync)?;
+        self.tree
+            .switch(staged)
             .map_err(sm_err("install snapshot"))?;
+        self.durable.sync().await.map_err(sync)?;
         if let Some(last) = meta.last_log_id {
             self.applied.send_replace(last.index);
         }
@@ -253,8 +262,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Replaces `tree`'s content with the snapshot's pairs (the metadata's
-/// applied id and membership win over the pairs') in one batch, copying the
+/// Fills the empty `tree` with the snapshot's pairs a frame at a time (the
+/// metadata's applied id and membership win over the pairs'), copying the
 /// snapshot to `temp` with `meta` on the way. Blocking. Returns the bytes of
 /// pairs loaded.
 fn load(
@@ -265,15 +274,11 @@ fn load(
 ) -> Result<u64, StorageError> {
     let mut reader = snapshot.reader().map_err(snap_err("read"))?;
     let mut copy = Writer::create(temp, meta).map_err(snap_err("write"))?;
-    let mut batch = sled::Batch::default();
-    for item in tree.iter() {
-        let (k, _) = item.map_err(sm_err("install snapshot"))?;
-        batch.remove(k);
-    }
     let applied = encode(&meta.last_log_id).map_err(sm_err("install snapshot"))?;
     let membership = encode(&meta.last_membership).map_err(sm_err("install snapshot"))?;
     let mut bytes = 0u64;
     while let Some(frame) = reader.next_frame().map_err(snap_err("read"))? {
+        let mut batch = sled::Batch::default();
         for (k, v) in frame {
             bytes += (k.len() + v.len()) as u64;
             let v = match &k[..] {
@@ -284,7 +289,10 @@ fn load(
             batch.insert(&k[..], &v[..]);
             copy.push(k, v).map_err(snap_err("write"))?;
         }
+        tree.apply_batch(batch)
+            .map_err(sm_err("install snapshot"))?;
     }
+    let mut batch = sled::Batch::default();
     batch.insert(APPLIED, applied);
     batch.insert(MEMBERSHIP, membership);
     tree.apply_batch(batch)
@@ -368,8 +376,9 @@ mod tests {
 
     async fn open(dir: &std::path::Path) -> (StateMachine, SnapshotFile) {
         let durable = Durable::open(&dir.join("sm")).expect("open sled");
+        let tree = SmTree::open(durable.db()).expect("sm tree");
         let file = SnapshotFile::open(dir.join("snapshot")).expect("snapshot file");
-        let sm = StateMachine::open(durable, file.clone(), Retention::default()).expect("sm");
+        let sm = StateMachine::open(durable, tree, file.clone(), Retention::default()).expect("sm");
         (sm, file)
     }
 

@@ -8,6 +8,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::TypeConfig;
+use crate::sm::tree::SmTree;
 
 /// The suite still reports openraft's `StorageError`; our stores speak `io::Error`.
 type SuiteError = openraft::StorageError<TypeConfig>;
@@ -28,9 +29,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
         let log_db = Durable::open(&dir.path().join("log")).map_err(io_err)?;
         let sm_db = Durable::open(&dir.path().join("sm")).map_err(io_err)?;
         // No snapshot guard: the suite purges logs without building snapshots.
-        let log = LogStore::open(log_db, sm_db.clone(), None).map_err(io_err)?;
+        let tree = SmTree::open(sm_db.db()).map_err(io_err)?;
+        let log = LogStore::open(log_db, sm_db.clone(), tree.clone(), None).map_err(io_err)?;
         let snapshots = SnapshotFile::open(dir.path().join("snapshot")).map_err(io_err)?;
-        let sm = StateMachine::open(sm_db, snapshots, Default::default()).map_err(io_err)?;
+        let sm = StateMachine::open(sm_db, tree, snapshots, Default::default()).map_err(io_err)?;
         Ok((dir, log, sm))
     }
 }

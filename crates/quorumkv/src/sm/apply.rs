@@ -146,12 +146,13 @@ impl<'a> Changes<'a> {
 
     /// Writes the pending changes as one batch, through `captures`.
     pub fn commit(self, captures: &crate::sm::capture::Captures) -> Result<(), sled::Error> {
+        let tree = self.tree;
         let keys: Vec<Vec<u8>> = if captures.running() {
             self.pending.keys().cloned().collect()
         } else {
             Vec::new()
         };
-        captures.write(keys.iter().map(|k| &k[..]), self.into_batch())
+        captures.write(tree, keys.iter().map(|k| &k[..]), self.into_batch())
     }
 
     pub fn into_batch(self) -> sled::Batch {

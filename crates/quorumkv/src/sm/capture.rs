@@ -31,10 +31,9 @@ const CHUNK_BYTES: usize = 1 << 20;
 const ABSENT: u8 = 0;
 const PRESENT: u8 = 1;
 
-/// The captures of one state-machine tree.
+/// The captures of the state machine's tree.
 pub struct Captures {
     db: sled::Db,
-    tree: sled::Tree,
     state: Mutex<Vec<Slot>>,
     active: AtomicUsize,
     seq: AtomicU64,
@@ -43,6 +42,9 @@ pub struct Captures {
 
 struct Slot {
     id: u64,
+    /// The tree captured (an install, which switches trees, waits for
+    /// every capture to end).
+    tree: Arc<sled::Tree>,
     pre: sled::Tree,
     /// The last key read; keys up to it need no pre-image.
     cursor: Option<Vec<u8>>,
@@ -55,7 +57,7 @@ fn tree_name(id: u64) -> String {
 
 impl Captures {
     /// Drops the pre-image trees a crash left in `db`.
-    pub fn open(db: sled::Db, tree: sled::Tree) -> Result<Arc<Captures>, sled::Error> {
+    pub fn open(db: sled::Db) -> Result<Arc<Captures>, sled::Error> {
         for name in db.tree_names() {
             if name.starts_with(b"capture.") {
                 db.drop_tree(name)?;
@@ -63,7 +65,6 @@ impl Captures {
         }
         Ok(Arc::new(Captures {
             db,
-            tree,
             state: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
@@ -71,14 +72,15 @@ impl Captures {
         }))
     }
 
-    /// Starts a capture of the tree as it is now. Call only between applies.
-    pub fn start(self: &Arc<Self>) -> Result<Capture, sled::Error> {
+    /// Starts a capture of `tree` as it is now. Call only between applies.
+    pub fn start(self: &Arc<Self>, tree: Arc<sled::Tree>) -> Result<Capture, sled::Error> {
         let id = self.seq.fetch_add(1, Ordering::Relaxed);
         let pre = self.db.open_tree(tree_name(id))?;
         pre.clear()?;
         let mut state = self.lock();
         state.push(Slot {
             id,
+            tree,
             pre,
             cursor: None,
             done: false,
@@ -100,15 +102,16 @@ impl Captures {
         self.active.load(Ordering::Acquire) > 0
     }
 
-    /// Writes `batch`, which changes `keys`, after saving the pre-images
-    /// any running capture needs.
+    /// Writes `batch`, which changes `keys`, to `tree` after saving the
+    /// pre-images any running capture needs.
     pub fn write<'k>(
         &self,
+        tree: &sled::Tree,
         keys: impl Iterator<Item = &'k [u8]>,
         batch: sled::Batch,
     ) -> Result<(), sled::Error> {
         if !self.running() {
-            return self.tree.apply_batch(batch);
+            return tree.apply_batch(batch);
         }
         let state = self.lock();
         let keys: Vec<&[u8]> = keys.collect();
@@ -118,7 +121,7 @@ impl Captures {
                 if slot.cursor.as_deref().is_some_and(|c| k <= c) || slot.pre.contains_key(k)? {
                     continue;
                 }
-                let image = match self.tree.get(k)? {
+                let image = match slot.tree.get(k)? {
                     Some(v) => [&[PRESENT][..], &v].concat(),
                     None => vec![ABSENT],
                 };
@@ -126,7 +129,7 @@ impl Captures {
             }
             slot.pre.apply_batch(saved)?;
         }
-        self.tree.apply_batch(batch)
+        tree.apply_batch(batch)
     }
 
     /// Resolves once no capture runs.
@@ -168,7 +171,7 @@ impl Capture {
             Some(k) => Bound::Excluded(k.clone()),
             None => Bound::Unbounded,
         };
-        let current = read_chunk(c.tree.range((from.clone(), Bound::Unbounded)))?;
+        let current = read_chunk(slot.tree.range((from.clone(), Bound::Unbounded)))?;
         let saved = read_chunk(slot.pre.range((from, Bound::Unbounded)))?;
         // Both lists are complete up to the smaller of their last keys when
         // either was cut short; beyond it, the next chunk carries on.
@@ -237,21 +240,21 @@ mod tests {
 
     use super::*;
 
-    fn open() -> (tempfile::TempDir, Arc<Captures>, sled::Tree) {
+    fn open() -> (tempfile::TempDir, Arc<Captures>, Arc<sled::Tree>) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("sm").unwrap();
-        let c = Captures::open(db, tree.clone()).unwrap();
+        let tree = Arc::new(db.open_tree("sm").unwrap());
+        let c = Captures::open(db).unwrap();
         (dir, c, tree)
     }
 
-    fn write(c: &Captures, k: &[u8], v: Option<&[u8]>) {
+    fn write(c: &Captures, tree: &sled::Tree, k: &[u8], v: Option<&[u8]>) {
         let mut b = sled::Batch::default();
         match v {
             Some(v) => b.insert(k, v),
             None => b.remove(k),
         }
-        c.write([k].into_iter(), b).unwrap();
+        c.write(tree, [k].into_iter(), b).unwrap();
     }
 
     proptest! {
@@ -263,20 +266,20 @@ mod tests {
             during in proptest::collection::vec((0u16..600, proptest::option::of(0u8..4)), 0..1500),
             step in 1usize..200,
         ) {
-            let (_d, c, _tree) = open();
+            let (_d, c, tree) = open();
             let mut model = BTreeMap::new();
             let key = |k: u16| format!("k{k:05}").into_bytes();
             let value = |v: u8| vec![v; 1 + v as usize * 700];
             for (k, v) in before {
-                write(&c, &key(k), v.map(value).as_deref());
+                write(&c, &tree, &key(k), v.map(value).as_deref());
                 match v { Some(v) => { model.insert(key(k), value(v)); } None => { model.remove(&key(k)); } }
             }
-            let capture = c.start().unwrap();
+            let capture = c.start(tree.clone()).unwrap();
             let mut got = Vec::new();
             let mut writes = during.into_iter();
             loop {
                 for (k, v) in writes.by_ref().take(step) {
-                    write(&c, &key(k), v.map(value).as_deref());
+                    write(&c, &tree, &key(k), v.map(value).as_deref());
                 }
                 let chunk = capture.next_chunk().unwrap();
                 if chunk.is_empty() { break; }
@@ -291,9 +294,9 @@ mod tests {
 
     #[test]
     fn pre_images_go_with_the_capture() {
-        let (_d, c, _tree) = open();
-        let capture = c.start().unwrap();
-        write(&c, b"a", Some(b"1"));
+        let (_d, c, tree) = open();
+        let capture = c.start(tree.clone()).unwrap();
+        write(&c, &tree, b"a", Some(b"1"));
         assert!(c.db.tree_names().iter().any(|n| n.starts_with(b"capture.")));
         drop(capture);
         assert!(!c.db.tree_names().iter().any(|n| n.starts_with(b"capture.")));

@@ -18,8 +18,10 @@ pub mod history;
 pub mod idempotency;
 pub mod lease;
 pub mod reader;
+pub mod tree;
 
-/// The sled tree of the state machine (in the `sm` database).
+/// The first sled tree of the state machine (in the `sm` database); an
+/// install switches to another ([`tree`]).
 pub const TREE: &str = "sm";
 pub const APPLIED: &[u8] = b"m:applied";
 pub const MEMBERSHIP: &[u8] = b"m:membership";

@@ -6,22 +6,23 @@ use crate::raft::{decode, LogId};
 use crate::sm::history::{self, Read, Want};
 use crate::sm::idempotency::Record;
 use crate::sm::lease::{self, Lease};
+use crate::sm::tree::SmTree;
 use crate::sm::{data_key, idem_key, read_u64, APPLIED, DATA_BYTES};
 
 /// Read access to applied state; cheap to clone.
 #[derive(Clone)]
 pub struct SmReader {
-    tree: sled::Tree,
+    tree: SmTree,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl SmReader {
-    pub fn new(tree: sled::Tree, applied: tokio::sync::watch::Receiver<u64>) -> Self {
+    pub fn new(tree: SmTree, applied: tokio::sync::watch::Receiver<u64>) -> Self {
         SmReader { tree, applied }
     }
 
     /// A reader for one-off reads: its [`Self::applied_changes`] never change.
-    pub fn unwatched(tree: sled::Tree) -> Self {
+    pub fn unwatched(tree: SmTree) -> Self {
         SmReader::new(tree, tokio::sync::watch::channel(0).1)
     }
 
@@ -33,14 +34,14 @@ impl SmReader {
 
     /// Matching changes from `want.from` on, as far as this node has applied.
     pub fn history(&self, want: &Want<'_>) -> Result<Read, sled::Error> {
-        let applied = self.applied_index()?;
-        history::read(&self.tree, want, applied)
+        let tree = self.tree.load();
+        history::read(&tree, want, applied_in(&tree)?)
     }
 
     /// Every lease: id and record.
     pub fn leases(&self) -> Result<Vec<(u64, Lease)>, sled::Error> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(lease::lease_prefix()) {
+        for item in self.tree.load().scan_prefix(lease::lease_prefix()) {
             let (k, v) = item?;
             if let (Some(id), Some(l)) = (lease::id_of(&k), lease::decode_lease(&v)) {
                 out.push((id, l));
@@ -55,18 +56,15 @@ impl SmReader {
         id: u64,
         max_keys: usize,
     ) -> Result<Option<(Lease, Vec<String>)>, sled::Error> {
-        let Some(raw) = self.tree.get(lease::lease_key(id))? else {
+        let tree = self.tree.load();
+        let Some(raw) = tree.get(lease::lease_key(id))? else {
             return Ok(None);
         };
         let Some(l) = lease::decode_lease(&raw) else {
             return Ok(None);
         };
         let mut keys = Vec::new();
-        for item in self
-            .tree
-            .scan_prefix(lease::attached_prefix(id))
-            .take(max_keys)
-        {
+        for item in tree.scan_prefix(lease::attached_prefix(id)).take(max_keys) {
             let (k, _) = item?;
             keys.push(lease::key_of_attachment(&k));
         }
@@ -75,23 +73,23 @@ impl SmReader {
 
     /// The last applied log index (0 before anything is applied).
     pub fn applied_index(&self) -> Result<u64, sled::Error> {
-        let raw = self.tree.get(APPLIED)?;
-        Ok(raw
-            .and_then(|b| decode::<Option<LogId>>(&b).ok().flatten())
-            .map_or(0, |l| l.index))
+        applied_in(&self.tree.load())
     }
 
     /// Runs `read` so that it sees exactly the state at the returned applied
     /// index: an apply is one atomic sled batch that also moves the applied
     /// index, so equal indexes before and after mean no apply landed between.
+    /// One tree for the whole read: an install switching trees meanwhile
+    /// leaves it reading the old state, whole.
     fn consistent<T>(
         &self,
         read: impl Fn(&sled::Tree) -> Result<T, sled::Error>,
     ) -> Result<(u64, T), sled::Error> {
+        let tree = self.tree.load();
         loop {
-            let before = self.applied_index()?;
-            let value = read(&self.tree)?;
-            if self.applied_index()? == before {
+            let before = applied_in(&tree)?;
+            let value = read(&tree)?;
+            if applied_in(&tree)? == before {
                 return Ok((before, value));
             }
         }
@@ -101,7 +99,7 @@ impl SmReader {
     /// record (expired or not): a retry the state machine will most likely
     /// answer from it, without storing anything.
     pub fn has_idempotency_record(&self, key: &str, fingerprint: u64) -> Result<bool, sled::Error> {
-        let Some(raw) = self.tree.get(idem_key(key))? else {
+        let Some(raw) = self.tree.load().get(idem_key(key))? else {
             return Ok(false);
         };
         Ok(decode::<Record>(&raw).is_ok_and(|r| r.fingerprint == fingerprint))
@@ -109,7 +107,7 @@ impl SmReader {
 
     /// Bytes of user keys and values stored (`m:data_bytes`).
     pub fn data_bytes(&self) -> Result<u64, sled::Error> {
-        Ok(read_u64(self.tree.get(DATA_BYTES)?))
+        Ok(read_u64(self.tree.load().get(DATA_BYTES)?))
     }
 
     /// The value of `key` and the applied index it was read at.
@@ -152,6 +150,14 @@ impl SmReader {
         })
         .map(|(index, (pairs, next))| (index, pairs, next))
     }
+}
+
+/// The last applied log index in `tree` (0 before anything is applied).
+fn applied_in(tree: &sled::Tree) -> Result<u64, sled::Error> {
+    let raw = tree.get(APPLIED)?;
+    Ok(raw
+        .and_then(|b| decode::<Option<LogId>>(&b).ok().flatten())
+        .map_or(0, |l| l.index))
 }
 
 /// What one scan asks for.
