@@ -5,6 +5,11 @@
 //! and hands openraft's `IOFlushed` callback to the flusher, which fires it
 //! only after a flush + fdatasync that began after the append (see
 //! [`crate::raft::durable`]); a vote is durable before `save_vote` returns.
+//!
+//! openraft runs `purge` inside its core, so a purge that removes a million
+//! entries and syncs two databases would stall every write meanwhile. Here
+//! `purge` only moves the purge point in memory (entries at or below it are
+//! no longer read or counted) and a background task does the rest.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -13,9 +18,9 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::raft::durable::{Durable, Flusher};
 use crate::raft::snapshot::SnapshotFile;
@@ -27,8 +32,14 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
-/// How long a purge waits for the snapshot that covers it to reach the disk.
+/// After how long a purge still waiting for the snapshot that covers it to
+/// reach the disk is logged (it keeps waiting: the entries stay until then).
 const PURGE_WAIT: Duration = Duration::from_secs(120);
+/// Entries removed per sled batch by the background purge, and the pause
+/// between two batches: the removals reach the disk with the appends' next
+/// flush, so a purge spread out keeps each of those flushes small.
+const PURGE_STEP: usize = 1024;
+const PURGE_PAUSE: Duration = Duration::from_millis(5);
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -46,6 +57,9 @@ pub struct LogStore {
     applied: SmReader,
     flusher: Flusher,
     appends: AppendWatch,
+    /// The purge point openraft asked for; the background purge catches up.
+    purge_to: Arc<watch::Sender<Option<LogId>>>,
+    purger: Arc<OnceLock<()>>,
 }
 
 /// Tells `eventual` writers the index their entry was appended at on the leader
@@ -102,6 +116,8 @@ impl LogStore {
         let committed = sm.db().open_tree("raft_committed")?;
         let applied = SmReader::unwatched(sm_tree);
         let flusher = durable.start_flusher();
+        let purged: Option<LogId> =
+            Self::read_meta(&meta, PURGED, "last purged log id").map_err(sled::Error::Io)?;
         Ok(LogStore {
             durable,
             sm,
@@ -112,6 +128,8 @@ impl LogStore {
             applied,
             flusher,
             appends: AppendWatch::default(),
+            purge_to: Arc::new(watch::Sender::new(purged)),
+            purger: Arc::new(OnceLock::new()),
         })
     }
 
@@ -140,16 +158,15 @@ impl LogStore {
         Ok(())
     }
 
-    /// Removes every entry at or below `index` (one sled batch, not synced).
-    fn remove_up_to(&self, index: u64) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(index)) {
-            let (k, _) = item.map_err(|e| logs_err("purge", e))?;
-            batch.remove(k);
+    fn purger(&self) -> Purger {
+        Purger {
+            durable: self.durable.clone(),
+            sm: self.sm.clone(),
+            snapshots: self.snapshots.clone(),
+            log: self.log.clone(),
+            meta: self.meta.clone(),
+            applied: self.applied.clone(),
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| logs_err("purge", e))
     }
 
     /// Completes a purge a crash interrupted: its point was recorded but some
@@ -160,10 +177,19 @@ impl LogStore {
     pub async fn finish_interrupted_purge(&self) -> Result<(), StorageError> {
         let purged: Option<LogId> = Self::read_meta(&self.meta, PURGED, "last purged log id")?;
         let Some(purged) = purged else { return Ok(()) };
+        self.purge_to.send_if_modified(|p| {
+            let newer = *p < Some(purged);
+            if newer {
+                *p = Some(purged);
+            }
+            newer
+        });
         let first = self.log.first().map_err(|e| logs_err("read first", e))?;
         if first.is_some_and(|(k, _)| k.as_ref() <= index_key(purged.index).as_slice()) {
             tracing::info!(%purged, "finishing a purge interrupted by a crash");
-            self.remove_up_to(purged.index)?;
+            self.purger()
+                .remove_up_to(purged.index, Duration::ZERO)
+                .await?;
             self.sync("purge").await?;
         }
         Ok(())
@@ -187,10 +213,17 @@ impl LogStore {
             .map_err(|e| crate::error::Error::Storage(e.to_string()))
     }
 
+    /// Entries at or below it are purged, whether or not they are still on disk.
+    fn purge_point(&self) -> Option<LogId> {
+        *self.purge_to.borrow()
+    }
+
     fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> =
-            Self::read_meta(&self.meta, PURGED, "last purged log id")?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        let last_purged_log_id = self.purge_point();
+        let last_entry = self
+            .last_entry_log_id()?
+            .filter(|l| last_purged_log_id.is_none_or(|p| l.index > p.index));
+        let last_log_id = last_entry.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -232,6 +265,112 @@ impl LogStore {
     }
 }
 
+/// What the background purge needs of the log store (not the purge point's
+/// sender: the task ends once every [`LogStore`] handle is dropped).
+struct Purger {
+    durable: Durable,
+    sm: Durable,
+    snapshots: Option<SnapshotFile>,
+    log: sled::Tree,
+    meta: sled::Tree,
+    applied: SmReader,
+}
+
+impl Purger {
+    /// Removes every entry at or below `index`, from the first on, a batch
+    /// at a time with `pause` between (not synced): a crash leaves no hole,
+    /// only a shorter prefix.
+    async fn remove_up_to(&self, index: u64, pause: Duration) -> Result<(), StorageError> {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in self.log.range(..=index_key(index)).take(PURGE_STEP) {
+                let (k, _) = item.map_err(|e| logs_err("purge", e))?;
+                batch.remove(k);
+                n += 1;
+            }
+            self.log
+                .apply_batch(batch)
+                .map_err(|e| logs_err("purge", e))?;
+            if n < PURGE_STEP {
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The background purge: waits until a snapshot on disk or the state
+    /// machine covers the point, makes the state machine durable, records the
+    /// point, removes the entries, syncs. Ends when every handle is dropped.
+    async fn run(self, mut asked: watch::Receiver<Option<LogId>>, mut done: Option<LogId>) {
+        loop {
+            let target = *asked.borrow_and_update();
+            if target > done {
+                let Some(log_id) = target else { continue };
+                match self.purge_now(log_id).await {
+                    Ok(()) => done = target,
+                    Err(e) => {
+                        tracing::error!(%log_id, "purging the log: {e}; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            if asked.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn purge_now(&self, log_id: LogId) -> Result<(), StorageError> {
+        // openraft purges behind an installed snapshot as soon as it has handed
+        // the snapshot to the state machine, before the state machine has it:
+        // a crash in between would leave neither the entries nor the snapshot.
+        // Wait until the snapshot on disk or the state machine covers them.
+        // (At start openraft also purges the hole between a log that lost its
+        // unflushed tail and a state machine that had applied it: covered.)
+        if let Some(snapshots) = &self.snapshots {
+            let covered = || {
+                snapshots.covered() >= Some(log_id)
+                    || self
+                        .applied
+                        .applied_index()
+                        .is_ok_and(|a| a >= log_id.index)
+            };
+            let started = tokio::time::Instant::now();
+            let mut warned = false;
+            while !covered() {
+                if !warned && started.elapsed() >= PURGE_WAIT {
+                    tracing::warn!(%log_id, "purge logs: neither a snapshot on disk nor the state machine covers the point after {PURGE_WAIT:?}; still waiting");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // A restart must never find a gap between the applied state and the
+        // log. Behind a snapshot on disk there is none: openraft installs that
+        // snapshot at start when the state machine is behind it. Otherwise the
+        // state machine alone covers the entries: make it durable first.
+        let on_disk = self
+            .snapshots
+            .as_ref()
+            .is_some_and(|s| s.covered() >= Some(log_id));
+        if !on_disk {
+            self.sm
+                .sync()
+                .await
+                .map_err(|e| storage_err("sync state machine before purge", e))?;
+        }
+        // The point first, then the entries: a crash between the two leaves
+        // entries at or below the point, which the next start removes
+        // ([`LogStore::finish_interrupted_purge`]); the other order would
+        // leave a log whose first entries are missing.
+        LogStore::write_meta(&self.meta, PURGED, &log_id, "last purged log id")?;
+        self.remove_up_to(log_id.index, PURGE_PAUSE).await?;
+        self.durable.sync().await.map_err(|e| logs_err("purge", e))
+    }
+}
+
 fn logs_err(verb: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
     storage_err(format_args!("{verb} logs"), e)
 }
@@ -245,11 +384,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        // Entries at or below the purge point may still be on disk; they are gone.
+        let first = self.purge_point().map_or(0, |p| p.index + 1);
         let start = match range.start_bound() {
-            Bound::Included(&i) => Bound::Included(index_key(i)),
-            Bound::Excluded(&i) => Bound::Excluded(index_key(i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(&i) => i.max(first),
+            Bound::Excluded(&i) => (i + 1).max(first),
+            Bound::Unbounded => first,
         };
+        let start = Bound::Included(index_key(start));
         let end = match range.end_bound() {
             Bound::Included(&i) => Bound::Included(index_key(i)),
             Bound::Excluded(&i) => Bound::Excluded(index_key(i)),
@@ -350,46 +492,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync("truncate").await
     }
 
+    /// Moves the purge point and returns: the background purge removes the
+    /// entries (see the module doc).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
-        // openraft purges behind an installed snapshot as soon as it has handed
-        // the snapshot to the state machine, before the state machine has it:
-        // a crash in between would leave neither the entries nor the snapshot.
-        // Wait until the snapshot on disk or the state machine covers them.
-        // (At start openraft also purges the hole between a log that lost its
-        // unflushed tail and a state machine that had applied it: covered.)
-        if let Some(snapshots) = &self.snapshots {
-            let covered = || {
-                snapshots.covered() >= Some(log_id)
-                    || self
-                        .applied
-                        .applied_index()
-                        .is_ok_and(|a| a >= log_id.index)
-            };
-            let deadline = tokio::time::Instant::now() + PURGE_WAIT;
-            while !covered() {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(std::io::Error::other(format!(
-                        "purge logs: neither a snapshot on disk nor the state machine covers {log_id} after {PURGE_WAIT:?}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        self.purger.get_or_init(|| {
+            let done = *self.purge_to.borrow();
+            tokio::spawn(self.purger().run(self.purge_to.subscribe(), done));
+        });
+        self.purge_to.send_if_modified(|p| {
+            let newer = *p < Some(log_id);
+            if newer {
+                *p = Some(log_id);
             }
-        }
-        // Entries are purged only behind a snapshot, so the state machine has
-        // applied them; make that durable before they can be gone, so a restart
-        // never finds a gap between the applied state and the log.
-        self.sm
-            .sync()
-            .await
-            .map_err(|e| storage_err("sync state machine before purge", e))?;
-        // The point first, then the entries: a crash between the two leaves
-        // entries at or below the point, which the next start removes
-        // ([`LogStore::finish_interrupted_purge`]); the other order would
-        // leave a log whose first entries are missing.
-        Self::write_meta(&self.meta, PURGED, &log_id, "last purged log id")?;
-        self.remove_up_to(log_id.index)?;
-        self.sync("purge").await
+            newer
+        });
+        Ok(())
     }
 }
 
@@ -456,5 +574,51 @@ mod tests {
         assert_eq!(state.last_log_id, Some(log_id(8)));
         // Nothing left to do the second time.
         store.finish_interrupted_purge().await.expect("again");
+    }
+
+    #[tokio::test]
+    async fn a_purge_hides_entries_at_once_and_removes_them_behind_a_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(dir.path());
+        append_blank(&mut store, 3000).await;
+        store.purge(log_id(2500)).await.expect("purge");
+        // Gone for openraft at once, on disk until a snapshot covers them.
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(2500)));
+        assert_eq!(state.last_log_id, Some(log_id(3000)));
+        let read = store.try_get_log_entries(0..3001).await.expect("read");
+        assert_eq!(read.first().map(|e| e.log_id.index), Some(2501));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            store.log.len(),
+            3000,
+            "removed before a snapshot covered them"
+        );
+
+        let snapshots = store.snapshots.clone().expect("snapshot file");
+        let temp = snapshots.temp_path();
+        let meta = crate::raft::SnapshotMeta {
+            last_log_id: Some(log_id(2600)),
+            ..Default::default()
+        };
+        crate::raft::snapshot::Writer::create(&temp, &meta)
+            .unwrap()
+            .finish()
+            .unwrap();
+        snapshots.publish(&temp, &meta).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.log.len() != 500 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} entries left",
+                store.log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(store);
+        // The flusher and the purge end once their handles are gone.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reopened = open(dir.path()).get_log_state().await.expect("state");
+        assert_eq!(reopened.last_purged_log_id, Some(log_id(2500)));
     }
 }

@@ -38,6 +38,9 @@ pub const MAGIC: &[u8; 8] = b"QKVSNAP2";
 const MAX_META_BYTES: u32 = 1 << 20;
 /// A writer closes a frame once it passes this many bytes of pairs.
 pub const FRAME_TARGET_BYTES: usize = 1 << 20;
+/// A writer syncs what it wrote every this many bytes, so that the disk never
+/// holds a large backlog that the Raft log's next fdatasync would wait behind.
+const SYNC_EVERY_BYTES: u64 = 8 << 20;
 /// A reader refuses a longer frame (one pair is at most a key and a value of
 /// the request limits, far below this).
 const MAX_FRAME_BYTES: u32 = 64 << 20;
@@ -69,6 +72,7 @@ pub struct Writer {
     frame_bytes: usize,
     pairs: u64,
     bytes: u64,
+    synced: u64,
 }
 
 impl Writer {
@@ -80,6 +84,7 @@ impl Writer {
             frame_bytes: 0,
             pairs: 0,
             bytes: 0,
+            synced: 0,
         };
         let meta = encode(meta).map_err(|e| invalid(format!("encode meta: {e}")))?;
         w.put(MAGIC)?;
@@ -114,6 +119,11 @@ impl Writer {
         self.pairs += self.frame.len() as u64;
         self.frame.clear();
         self.frame_bytes = 0;
+        if self.bytes - self.synced >= SYNC_EVERY_BYTES {
+            self.out.flush()?;
+            self.out.get_ref().sync_data()?;
+            self.synced = self.bytes;
+        }
         Ok(())
     }
 

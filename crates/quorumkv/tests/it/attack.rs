@@ -1,6 +1,7 @@
 //! The attacker's view of a real 3-node cluster: forged Raft messages with no
 //! token or a wrong one, and with the right token (a compromised or buggy
-//! peer) absurd terms, forged length prefixes and oversized bodies. Every one
+//! peer) absurd terms, forged length prefixes, oversized bodies and damaged
+//! or oversized snapshot streams. Every one
 //! is refused with a JSON 4xx; afterwards no node has panicked, the term has
 //! not jumped, the data is intact and the replicas are identical.
 
@@ -66,7 +67,7 @@ fn vote_with_term(term: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_peer_messages_change_nothing() {
     within(secs(180), async {
-        let c = Cluster::start(3).await;
+        let c = Cluster::start_with(3, &["--max-snapshot-bytes", "1000000"]).await;
         let leader = c.leader(secs(10)).await;
         let index = c.put_ok(leader, "vault", "intact").await;
         for id in c.ids() {
@@ -128,6 +129,23 @@ async fn forged_peer_messages_change_nothing() {
                 refused(&r, 400, "invalid_body");
             }
         }
+        // Snapshots at a plausible term whose file is damaged, or larger
+        // than --max-snapshot-bytes: refused before openraft sees them.
+        let (whole, header) = forged_snapshot(&c, leader).await;
+        let mut flipped = whole.clone();
+        flipped[header + (whole.len() - header) / 2] ^= 1;
+        let truncated = whole[..whole.len() - 10].to_vec();
+        let mut oversized = whole[..header].to_vec();
+        oversized.resize(2_000_000, 7);
+        for (body, status, code) in [
+            (flipped, 400, "invalid_body"),
+            (truncated, 400, "invalid_body"),
+            (oversized, 413, "value_too_large"),
+        ] {
+            let r = raft_post(&c, leader, "snapshot", Some(&token), body).await;
+            refused(&r, status, code);
+        }
+
         // Past the body limit of a bounded peer route.
         let huge = vec![0u8; quorumkv::peer::router::MAX_MESSAGE_BYTES + 1];
         let r = raft_post(&c, leader, "append", Some(&token), huge).await;
@@ -155,6 +173,32 @@ async fn forged_peer_messages_change_nothing() {
         }
     })
     .await;
+}
+
+/// A `/raft/snapshot` body at the cluster's term (header, then a snapshot
+/// file of a few thousand pairs), and where the file starts in it.
+async fn forged_snapshot(c: &Cluster, leader: NodeId) -> (Vec<u8>, usize) {
+    use quorumkv::peer::messages::SnapshotHeader;
+    use quorumkv::raft::snapshot::Writer;
+    use quorumkv::raft::SnapshotMeta;
+    let term = c.info(leader).await["term"].as_u64().expect("term");
+    let header = encode(&SnapshotHeader {
+        vote: Vote::new(term, leader),
+        meta: SnapshotMeta::default(),
+    })
+    .unwrap();
+    let path = c.dir().join("forged-snapshot");
+    let mut w = Writer::create(&path, &SnapshotMeta::default()).unwrap();
+    for i in 0..5000u32 {
+        w.push(format!("dforged/{i:05}").into_bytes(), vec![1; 64])
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let mut body = (header.len() as u32).to_be_bytes().to_vec();
+    body.extend_from_slice(&header);
+    let start = body.len();
+    body.extend_from_slice(&std::fs::read(&path).unwrap());
+    (body, start)
 }
 
 /// Kills the process on drop.
