@@ -40,7 +40,7 @@ const MAX_META_BYTES: u32 = 1 << 20;
 pub const FRAME_TARGET_BYTES: usize = 1 << 20;
 /// A writer syncs what it wrote every this many bytes, so that the disk never
 /// holds a large backlog that the Raft log's next fdatasync would wait behind.
-const SYNC_EVERY_BYTES: u64 = 8 << 20;
+const SYNC_EVERY_BYTES: u64 = 1 << 20;
 /// A reader refuses a longer frame (one pair is at most a key and a value of
 /// the request limits, far below this).
 const MAX_FRAME_BYTES: u32 = 64 << 20;

@@ -34,6 +34,11 @@ impl<'a> Changes<'a> {
         }
     }
 
+    /// The tree under the overlay (for scans; pending changes are not in it).
+    pub fn tree(&self) -> &sled::Tree {
+        self.tree
+    }
+
     pub fn get_raw(&self, k: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
         match self.pending.get(k) {
             Some(v) => Ok(v.clone()),

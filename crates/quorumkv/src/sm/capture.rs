@@ -14,9 +14,8 @@
 //! few hundred pairs). So an apply waits at most one chunk's read, and the
 //! capture never sees half a batch. Memory: one chunk; the pre-images are on
 //! disk (sled), at most one per key changed during the capture, and dropped
-//! with it. While a capture runs, the history trim and the idempotency
-//! garbage collection wait (they would otherwise save pre-images of
-//! everything they remove).
+//! with it. Every write to the tree goes through [`Captures::write`]: applies,
+//! and the history trim and idempotency garbage collection after them.
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{decode, encode};
+use crate::sm::apply::Changes;
 use crate::sm::{read_u64, CLOCK};
 
 pub const FLOOR: &[u8] = b"m:watch_floor";
@@ -138,12 +139,12 @@ fn key_of(v: &[u8]) -> Result<String, sled::Error> {
 }
 
 /// Drops the oldest records past `limit`, whole indexes at a time, and
-/// raises the floor past them. Returns how many records went.
-pub fn trim(tree: &sled::Tree, limit: Limit) -> Result<usize, sled::Error> {
-    let len = read_u64(tree.get(LEN)?);
-    let clock = read_u64(tree.get(CLOCK)?);
-    let mut batch = sled::Batch::default();
+/// raises the floor past them, into `changes`. Returns how many records went.
+pub fn trim(changes: &mut Changes<'_>, limit: Limit) -> Result<usize, sled::Error> {
+    let len = read_u64(changes.get_raw(LEN)?);
+    let clock = read_u64(changes.get_raw(CLOCK)?);
     let mut removed = 0usize;
+    let tree = changes.tree().clone();
     let mut last_removed: Option<u64> = None;
     for item in tree.scan_prefix([HISTORY]) {
         let (k, v) = item?;
@@ -164,20 +165,19 @@ pub fn trim(tree: &sled::Tree, limit: Limit) -> Result<usize, sled::Error> {
                 break;
             }
         }
-        batch.remove(k);
+        changes.remove_raw(k.to_vec());
         removed += 1;
         last_removed = Some(index);
     }
     let Some(last) = last_removed else {
         return Ok(0);
     };
-    let floor = read_u64(tree.get(FLOOR)?).max(last + 1);
-    batch.insert(FLOOR, floor.to_be_bytes().to_vec());
-    batch.insert(
-        LEN,
+    let floor = read_u64(changes.get_raw(FLOOR)?).max(last + 1);
+    changes.set_raw(FLOOR.to_vec(), floor.to_be_bytes().to_vec());
+    changes.set_raw(
+        LEN.to_vec(),
         len.saturating_sub(removed as u64).to_be_bytes().to_vec(),
     );
-    tree.apply_batch(batch)?;
     Ok(removed)
 }
 
@@ -266,6 +266,13 @@ pub fn read(tree: &sled::Tree, want: &Want<'_>, applied: u64) -> Result<Read, sl
 mod tests {
     use super::*;
 
+    fn trim_now(t: &sled::Tree, limit: Limit) -> usize {
+        let mut c = Changes::new(t, Default::default());
+        let n = trim(&mut c, limit).unwrap();
+        t.apply_batch(c.into_batch()).unwrap();
+        n
+    }
+
     fn put(t: &sled::Tree, index: u64, keys: &[&str], at_ms: u64) {
         let mut batch = sled::Batch::default();
         for (seq, k) in keys.iter().enumerate() {
@@ -312,14 +319,14 @@ mod tests {
         // Nothing past the applied index the caller read.
         assert_eq!(indexes(read(&t, &want(1, 10), 3).unwrap()), (vec![2, 2], 3));
         // Keep 2 changes: index 2 goes whole (3 records), floor 3.
-        assert_eq!(trim(&t, Limit::Changes(2)).unwrap(), 3);
+        assert_eq!(trim_now(&t, Limit::Changes(2)), 3);
         assert_eq!(
             read(&t, &want(2, 10), 5).unwrap(),
             Read::Compacted { oldest: 3 }
         );
         assert_eq!(indexes(read(&t, &want(3, 10), 5).unwrap()), (vec![5], 5));
         // By age: at clock 30, keep 5 ms: index 3 (at 20) goes.
-        assert_eq!(trim(&t, Limit::Age(Duration::from_millis(5))).unwrap(), 1);
+        assert_eq!(trim_now(&t, Limit::Age(Duration::from_millis(5))), 1);
         assert_eq!(read_u64(t.get(FLOOR).unwrap()), 4);
         assert_eq!(read_u64(t.get(LEN).unwrap()), 1);
         // A watch from the future waits: an empty page, nothing compacted.

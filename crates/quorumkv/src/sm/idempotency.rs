@@ -87,30 +87,28 @@ pub fn record(
     Ok(())
 }
 
-/// Removes records that can no longer be valid, oldest first; returns how many.
-pub fn collect_garbage(tree: &sled::Tree, policy: Policy) -> Result<usize, sled::Error> {
-    let clock = read_u64(tree.get(CLOCK)?);
-    let next_seq = read_u64(tree.get(IDEM_SEQ)?);
-    let mut batch = sled::Batch::default();
+/// Removes records that can no longer be valid, oldest first, into
+/// `changes`; returns how many.
+pub fn collect_garbage(changes: &mut Changes<'_>, policy: Policy) -> Result<usize, sled::Error> {
+    let clock = read_u64(changes.get_raw(CLOCK)?);
+    let next_seq = read_u64(changes.get_raw(IDEM_SEQ)?);
     let mut removed = 0;
+    let tree = changes.tree().clone();
     for item in tree.scan_prefix([IDEM_ORDER]) {
         let (order_key, key) = item?;
         let ikey = prefixed(IDEM, &key);
-        if let Some(raw) = tree.get(&ikey)? {
+        if let Some(raw) = changes.get_raw(&ikey)? {
             let r: Record = decode(&raw).map_err(to_io)?;
             // A key recorded again after expiry has a newer order entry of its own.
             if idem_order_key(r.seq) == order_key.as_ref() {
                 if policy.valid(&r, clock, next_seq) {
                     break;
                 }
-                batch.remove(ikey);
+                changes.remove_raw(ikey);
             }
         }
-        batch.remove(order_key);
+        changes.remove_raw(order_key.to_vec());
         removed += 1;
-    }
-    if removed > 0 {
-        tree.apply_batch(batch)?;
     }
     Ok(removed)
 }
@@ -157,7 +155,9 @@ mod tests {
         );
         assert!(lookup(&c, "b", 1_060, policy).unwrap().is_some());
         drop(c);
-        assert_eq!(collect_garbage(&t, policy).unwrap(), 1);
+        let mut c = Changes::new(&t, policy);
+        assert_eq!(collect_garbage(&mut c, policy).unwrap(), 1);
+        t.apply_batch(c.into_batch()).unwrap();
         assert!(t.get(idem_key("a")).unwrap().is_none());
         assert!(t.get(idem_key("b")).unwrap().is_some());
     }

@@ -138,8 +138,11 @@ impl Store {
                 if leader == self.id {
                     return self.leader_lease(call).await;
                 }
-                let addr = Self::addr_of(&m, leader)
-                    .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+                // A node that learned who leads before it learned the leader's
+                // address (a new member catching up) asks again: nothing was sent.
+                let Some(addr) = Self::addr_of(&m, leader) else {
+                    return Ok(Attempt::Retry);
+                };
                 self.peers
                     .call_leader(
                         &addr,

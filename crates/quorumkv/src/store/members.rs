@@ -41,8 +41,11 @@ impl Store {
                 if leader == self.id {
                     return self.leader_members(change).await;
                 }
-                let addr = Self::addr_of(&m, leader)
-                    .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+                // A node that learned who leads before it learned the leader's
+                // address (a new member catching up) asks again: nothing was sent.
+                let Some(addr) = Self::addr_of(&m, leader) else {
+                    return Ok(Attempt::Retry);
+                };
                 let wait = self.config.leader_wait + self.config.election_timeout.1 * 4;
                 self.peers
                     .call_leader(&addr, path::MEMBERS, &change, wait, Error::ForwardFailed)

@@ -91,8 +91,11 @@ impl Store {
             if leader == self.id {
                 return self.leader_shared_read_index().await.into_attempt();
             }
-            let addr = Self::addr_of(&m, leader)
-                .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+            // A node that learned who leads before it learned the leader's
+            // address (a new member catching up) asks again: nothing was sent.
+            let Some(addr) = Self::addr_of(&m, leader) else {
+                return Ok(Attempt::Retry);
+            };
             let wait = self.config.read_wait + Duration::from_millis(200);
             self.peers
                 .call_leader(&addr, path::READ_INDEX, &(), wait, Error::NoQuorum)

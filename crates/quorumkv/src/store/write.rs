@@ -30,8 +30,11 @@ impl Store {
                 if leader == self.id {
                     return self.write_local(write).await;
                 }
-                let addr = Self::addr_of(&m, leader)
-                    .ok_or_else(|| Error::Internal(format!("no address for leader {leader}")))?;
+                // A node that learned who leads before it learned the leader's
+                // address (a new member catching up) asks again: nothing was sent.
+                let Some(addr) = Self::addr_of(&m, leader) else {
+                    return Ok(Attempt::Retry);
+                };
                 let wait = self.config.leader_wait + self.config.read_wait + self.config.all_wait;
                 self.peers
                     .call_leader(&addr, path::FORWARD, &write, wait, Error::ForwardFailed)
