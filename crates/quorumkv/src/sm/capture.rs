@@ -10,9 +10,14 @@
 //! one, else its current value. Keys already read need no pre-image.
 //!
 //! One lock orders the two sides: an apply holds it while it saves
-//! pre-images and writes its batch, a capture while it reads one chunk (a
-//! few hundred pairs). So an apply waits at most one chunk's read, and the
-//! capture never sees half a batch. Memory: one chunk; the pre-images are on
+//! pre-images and writes its batch. A capture reads a chunk of the tree (a
+//! few hundred pairs) *without* it, then, holding it, reads the pre-images
+//! of that key range and moves its cursor past the chunk. A pair read
+//! unlocked is right unless its key changed since the capture began; but any
+//! such change, before or after the unlocked read, came before the cursor
+//! moved past the key, so it saved a pre-image, which the locked step finds
+//! and which wins. The lock is thus held by the capture (whose thread runs at
+//! low priority) only for a short scan of the pre-images. Memory: one chunk; the pre-images are on
 //! disk (sled), at most one per key changed during the capture, and dropped
 //! with it. Every write to the tree goes through [`Captures::write`]: applies,
 //! and the history trim and idempotency garbage collection after them.
@@ -159,18 +164,23 @@ impl Capture {
     /// The next pairs in key order as of the capture's start; empty at the end.
     pub fn next_chunk(&self) -> Result<Pairs, sled::Error> {
         let c = &self.captures;
+        // Only this capture moves its cursor: it stays put between the two steps.
+        let (tree, from) = {
+            let state = c.lock();
+            let Some(slot) = state.iter().find(|s| s.id == self.id && !s.done) else {
+                return Ok(Vec::new());
+            };
+            let from = match &slot.cursor {
+                Some(k) => Bound::Excluded(k.clone()),
+                None => Bound::Unbounded,
+            };
+            (slot.tree.clone(), from)
+        };
+        let current = read_chunk(tree.range((from.clone(), Bound::Unbounded)))?;
         let mut state = c.lock();
         let Some(slot) = state.iter_mut().find(|s| s.id == self.id) else {
             return Ok(Vec::new());
         };
-        if slot.done {
-            return Ok(Vec::new());
-        }
-        let from = match &slot.cursor {
-            Some(k) => Bound::Excluded(k.clone()),
-            None => Bound::Unbounded,
-        };
-        let current = read_chunk(slot.tree.range((from.clone(), Bound::Unbounded)))?;
         let saved = read_chunk(slot.pre.range((from, Bound::Unbounded)))?;
         // Both lists are complete up to the smaller of their last keys when
         // either was cut short; beyond it, the next chunk carries on.

@@ -13,7 +13,9 @@
 //! - lost writes: the final state of each key is its last acknowledged
 //!   mutation, or a later one of unknown outcome;
 //! - replicas: every node caught up and holds the same data, nothing else;
-//! - panics: no node log says "panicked".
+//! - panics: no node log says "panicked";
+//! - server errors: no node answered `500` (every 5xx is logged with its
+//!   code; faults call for `503`/`504`, never `internal` or `storage`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +40,7 @@ pub struct Findings {
     pub lost_writes: Vec<String>,
     pub replicas: Vec<String>,
     pub panics: Vec<String>,
+    pub server_errors: Vec<String>,
     pub nemesis: Vec<String>,
     /// Watch streams that missed, repeated, reordered or invented a change.
     pub watch: Vec<String>,
@@ -61,6 +64,7 @@ impl Findings {
             ("lost acknowledged writes", &self.lost_writes),
             ("replicas not caught up or not identical", &self.replicas),
             ("panics in node logs", &self.panics),
+            ("500 answers in node logs", &self.server_errors),
             ("faults not healed or cluster not recovered", &self.nemesis),
             ("watch anomalies", &self.watch),
         ]
@@ -143,8 +147,13 @@ pub fn check(
     }
     f.replicas = replicas(settled);
     for (id, text) in logs {
-        for line in text.lines().filter(|l| l.contains("panicked")) {
-            f.panics.push(format!("node {id}: {line}"));
+        for line in text.lines() {
+            if line.contains("panicked") {
+                f.panics.push(format!("node {id}: {line}"));
+            }
+            if line.contains("code=\"internal\"") || line.contains("code=\"storage\"") {
+                f.server_errors.push(format!("node {id}: {line}"));
+            }
         }
     }
     for fault in faults {
