@@ -3,7 +3,8 @@
 # (release build) behind peer proxies, 10 sequential clients, and every fault
 # kind (kill -9 of a node / the leader / all, SIGSTOP of the leader, leader
 # isolated, 1|2 partition, bridge, snapshot catch-up) over and over; then the
-# checks: linearizability, eventual reads, indexes, lost writes, replicas, panics.
+# checks: linearizability, eventual reads, indexes, lost writes, replicas, panics,
+# 500 answers, watch streams.
 #
 # Usage: scripts/torture.sh [--minutes N] [torture run flags...]
 #   --minutes N   load time (default 5); faults every 0.3-1.2 s, held 1-3 s
