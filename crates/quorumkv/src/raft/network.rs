@@ -154,11 +154,17 @@ impl RaftNetworkV2<TypeConfig> for Network {
         let mut file = snapshot.snapshot.file;
         let rewound = {
             use std::io::{Seek, SeekFrom};
-            file.seek(SeekFrom::Start(0))
+            file.seek(SeekFrom::Start(0)).and_then(|_| file.metadata())
         };
-        rewound.map_err(|e| {
-            StreamingError::Unreachable(Unreachable::new(&Msg(format!("snapshot file: {e}"))))
-        })?;
+        let len = rewound
+            .map_err(|e| {
+                StreamingError::Unreachable(Unreachable::new(&Msg(format!("snapshot file: {e}"))))
+            })?
+            .len();
+        // The call ends when the peer has installed it: openraft's fixed
+        // bound (30 s) plus a second per 8 MiB, so that a large snapshot is
+        // not cut off and resent for ever.
+        let timeout = option.hard_ttl() + Duration::from_secs(len / (8 << 20));
         let file = tokio_util::io::ReaderStream::with_capacity(
             tokio::fs::File::from_std(file),
             256 * 1024,
@@ -170,7 +176,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
             self.target,
             path::SNAPSHOT,
             reqwest::Body::wrap_stream(body),
-            option.hard_ttl(),
+            timeout,
         );
         let answer = tokio::select! {
             r = call => r,

@@ -138,15 +138,27 @@ async fn a_full_write_queue_answers_503_and_proposes_nothing() {
             c.stop(f);
         }
         let c = std::sync::Arc::new(c);
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut writes = Vec::new();
         for i in 0..18 {
             let c = c.clone();
+            let answered = answered.clone();
             writes.push(tokio::spawn(async move {
                 let key = format!("q/{i:02}");
                 let r = c.try_put(leader, &key, "v", "strong").await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 (key, r)
             }));
             tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        // Thaw once the refused writes have had their answer (at most 10 s):
+        // on a loaded machine the last requests may reach the leader late,
+        // and a thaw before they arrive would let them in.
+        let deadline = std::time::Instant::now() + secs(10);
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 7
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         for &f in &followers {
