@@ -12,18 +12,18 @@
 //! tls.rs                rustls configs from PEM files: client listener, mutual TLS between peers
 //! certs.rs              `quorumkv certs`: a throwaway CA and node/client certificates (rcgen)
 //! bootstrap.rs          form a fresh cluster from --initial-cluster
-//! backup.rs             backups: GET /v1/snapshot's framing, `quorumkv snapshot save|restore`
+//! backup.rs             backups: GET /v1/snapshot, `quorumkv snapshot save|restore` (streamed)
 //! kv.rs                 Key, Versioned value, size limits
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
 //! store/                reads and writes at a consistency level; leader forwarding
 //! peer/                 node to node: messages, PeerClient (call_leader), /raft/* router
-//! sm/                   state machine data: layout, apply, idempotency, reads
+//! sm/                   state machine data: layout, apply, idempotency, reads, captures, current tree
 //! raft/mod.rs           openraft type config and aliases
 //! raft/durable.rs       sled flush + fdatasync; group commit
-//! raft/log_store.rs     RaftLogStorage on sled
+//! raft/log_store.rs     RaftLogStorage on sled; the purge runs in the background
 //! raft/state_machine.rs RaftStateMachine on the sm tree
-//! raft/snapshot.rs      the snapshot file
-//! raft/network.rs       openraft's network traits on PeerClient
+//! raft/snapshot.rs      the snapshot file: framed format, writer, reader, the slot
+//! raft/network.rs       openraft's network traits on PeerClient (snapshots streamed)
 //! api/mod.rs            router, AppState, JSON 404/405
 //! api/headers.rs        every header: parsing requests, writing responses
 //! api/kv.rs             /v1/kv routes
