@@ -125,7 +125,7 @@ pub fn open_storage(
     };
     let log_db = Durable::open(&dir.join("log")).map_err(dir_err)?;
     let sm_db = Durable::open(&dir.join("sm")).map_err(dir_err)?;
-    let snapshots = SnapshotFile::open(dir.join("snapshot")).map_err(storage)?;
+    let snapshots = SnapshotFile::open(dir.join(crate::raft::snapshot::SLOT)).map_err(storage)?;
     let sm_tree = SmTree::open(sm_db.db())?;
     let log_store = LogStore::open(
         log_db,

@@ -134,23 +134,19 @@ async fn snapshot(
     caller.require(Role::Admin)?;
     let (meta, data) = crate::backup::take(&state.store).await?;
     let index = meta.last_log_id.map_or(0, |l| l.index);
-    let mut file = data.file;
-    let (sum, len) = tokio::task::spawn_blocking(move || {
-        let sum = crate::raft::snapshot::checksum_of(&mut file)?;
-        let len = file.metadata()?.len();
-        Ok::<_, std::io::Error>((sum, (len, file)))
+    let failed = |e: String| Error::Internal(format!("reading the snapshot: {e}"));
+    let (sum, (len, stream)) = tokio::task::spawn_blocking(move || {
+        let mut data = data;
+        let sum = crate::raft::snapshot::checksum_of(&mut data.file)?;
+        Ok::<_, std::io::Error>((sum, data.into_stream()?))
     })
     .await
-    .map_err(|e| Error::Internal(format!("reading the snapshot: {e}")))?
-    .map_err(|e| Error::Internal(format!("reading the snapshot: {e}")))?;
-    let (len, file) = len;
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|e| failed(e.to_string()))?;
     let head = crate::api::headers::Head::new()
         .raft_index(index)
         .into_map();
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        tokio::fs::File::from_std(file),
-        256 * 1024,
-    ));
+    let body = axum::body::Body::from_stream(stream);
     Ok((
         head,
         [

@@ -226,7 +226,9 @@ async fn read_header(
     }
 }
 
-/// Streams the rest of the body into `path`, synced; at most `max` bytes.
+/// Streams the rest of the body into `path`; at most `max` bytes. Not
+/// synced: the install copies it into its own file, and a crash leaves a
+/// temp file the slot's next open removes.
 async fn receive_file(
     mut stream: DataStream,
     pending: bytes::BytesMut,
@@ -251,7 +253,7 @@ async fn receive_file(
         }
         file.write_all(&chunk).await.map_err(failed)?;
     }
-    file.sync_all().await.map_err(failed)
+    file.flush().await.map_err(failed)
 }
 
 /// The received file at `path`, checked whole, opened for the install.

@@ -18,7 +18,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
@@ -59,7 +59,6 @@ pub struct LogStore {
     appends: AppendWatch,
     /// The purge point openraft asked for; the background purge catches up.
     purge_to: Arc<watch::Sender<Option<LogId>>>,
-    purger: Arc<OnceLock<()>>,
 }
 
 /// Tells `eventual` writers the index their entry was appended at on the leader
@@ -118,7 +117,7 @@ impl LogStore {
         let flusher = durable.start_flusher();
         let purged: Option<LogId> =
             Self::read_meta(&meta, PURGED, "last purged log id").map_err(sled::Error::Io)?;
-        Ok(LogStore {
+        let store = LogStore {
             durable,
             sm,
             snapshots,
@@ -129,8 +128,9 @@ impl LogStore {
             flusher,
             appends: AppendWatch::default(),
             purge_to: Arc::new(watch::Sender::new(purged)),
-            purger: Arc::new(OnceLock::new()),
-        })
+        };
+        tokio::spawn(store.purger().run(store.purge_to.subscribe(), purged));
+        Ok(store)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -177,13 +177,7 @@ impl LogStore {
     pub async fn finish_interrupted_purge(&self) -> Result<(), StorageError> {
         let purged: Option<LogId> = Self::read_meta(&self.meta, PURGED, "last purged log id")?;
         let Some(purged) = purged else { return Ok(()) };
-        self.purge_to.send_if_modified(|p| {
-            let newer = *p < Some(purged);
-            if newer {
-                *p = Some(purged);
-            }
-            newer
-        });
+        crate::raft::raise(&self.purge_to, Some(purged));
         let first = self.log.first().map_err(|e| logs_err("read first", e))?;
         if first.is_some_and(|(k, _)| k.as_ref() <= index_key(purged.index).as_slice()) {
             tracing::info!(%purged, "finishing a purge interrupted by a crash");
@@ -496,17 +490,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// entries (see the module doc).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
-        self.purger.get_or_init(|| {
-            let done = *self.purge_to.borrow();
-            tokio::spawn(self.purger().run(self.purge_to.subscribe(), done));
-        });
-        self.purge_to.send_if_modified(|p| {
-            let newer = *p < Some(log_id);
-            if newer {
-                *p = Some(log_id);
-            }
-            newer
-        });
+        crate::raft::raise(&self.purge_to, Some(log_id));
         Ok(())
     }
 }

@@ -54,6 +54,17 @@ pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
 pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
 pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
 
+/// Moves the value in `tx` up to `to` if `to` is greater; says whether it did.
+pub fn raise<T: PartialOrd>(tx: &tokio::sync::watch::Sender<T>, to: T) -> bool {
+    tx.send_if_modified(|v| {
+        let newer = *v < to;
+        if newer {
+            *v = to;
+        }
+        newer
+    })
+}
+
 /// A storage error that says what failed: `"<what>: <cause>"`, keeping the
 /// cause's kind when it is an `io::Error`.
 pub fn storage_err(

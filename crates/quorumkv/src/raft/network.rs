@@ -151,24 +151,13 @@ impl RaftNetworkV2<TypeConfig> for Network {
         })?;
         let mut first = (header.len() as u32).to_be_bytes().to_vec();
         first.extend_from_slice(&header);
-        let mut file = snapshot.snapshot.file;
-        let rewound = {
-            use std::io::{Seek, SeekFrom};
-            file.seek(SeekFrom::Start(0)).and_then(|_| file.metadata())
-        };
-        let len = rewound
-            .map_err(|e| {
-                StreamingError::Unreachable(Unreachable::new(&Msg(format!("snapshot file: {e}"))))
-            })?
-            .len();
+        let (len, file) = snapshot.snapshot.into_stream().map_err(|e| {
+            StreamingError::Unreachable(Unreachable::new(&Msg(format!("snapshot file: {e}"))))
+        })?;
         // The call ends when the peer has installed it: openraft's fixed
         // bound (30 s) plus a second per 8 MiB, so that a large snapshot is
         // not cut off and resent for ever.
         let timeout = option.hard_ttl() + Duration::from_secs(len / (8 << 20));
-        let file = tokio_util::io::ReaderStream::with_capacity(
-            tokio::fs::File::from_std(file),
-            256 * 1024,
-        );
         let first = futures::stream::once(async move { Ok(bytes::Bytes::from(first)) });
         let body = futures::StreamExt::chain(first, file);
         let call = self.client.stream_to::<Result<SnapshotResponse, Fatal>>(

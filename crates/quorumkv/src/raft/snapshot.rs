@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use ring::digest::{Context, SHA256};
 use tokio::sync::watch;
+use tokio_util::io::ReaderStream;
 
 use crate::raft::{decode, encode, storage_err, LogId, SnapshotMeta, StorageError};
 use crate::sm::Pairs;
@@ -312,6 +313,15 @@ impl SnapshotData {
         })
     }
 
+    /// The whole file as a byte stream from its start, and its length.
+    pub fn into_stream(mut self) -> io::Result<(u64, ReaderStream<tokio::fs::File>)> {
+        use std::io::{Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(0))?;
+        let len = self.file.metadata()?.len();
+        let file = tokio::fs::File::from_std(self.file);
+        Ok((len, ReaderStream::with_capacity(file, 256 * 1024)))
+    }
+
     /// A reader from the file's start.
     pub fn reader(&self) -> io::Result<Reader<BufReader<File>>> {
         use std::io::{Seek, SeekFrom};
@@ -427,13 +437,7 @@ impl SnapshotFile {
             Ok(())
         };
         io().map_err(snap_err("write"))?;
-        self.covered.send_if_modified(|c| {
-            let newer = *c < meta.last_log_id;
-            if newer {
-                *c = meta.last_log_id;
-            }
-            newer
-        });
+        crate::raft::raise(&self.covered, meta.last_log_id);
         Ok(true)
     }
 }
