@@ -146,17 +146,7 @@ async fn a_replaced_follower_catches_up_by_snapshot() {
         c.call(leader, reqwest::Method::DELETE, &path, &[], Vec::new())
             .await
             .expect(200);
-        c.kit().wipe(f).expect("wipe data dir");
-        let peers = c
-            .others(f)
-            .into_iter()
-            .map(|id| c.kit().peer_url(id).unwrap())
-            .collect::<Vec<_>>()
-            .join(",");
-        c.kit()
-            .start_replacement(f, &["--join".to_string(), peers])
-            .await
-            .expect("the replacement joins");
+        c.rejoin_wiped(f).await;
         let after = c.put_ok(leader, "after-wipe", "1").await;
 
         caught_up_by_snapshot(&c, f, after).await;

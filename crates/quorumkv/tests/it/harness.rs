@@ -114,6 +114,23 @@ impl Cluster {
         self.inner.live()
     }
 
+    /// Wipes node `id`'s data dir and starts it again, empty, with `--join`
+    /// to the other members' peer URLs (what `cluster.sh replace` does once
+    /// the node has been removed and stopped).
+    pub async fn rejoin_wiped(&self, id: NodeId) {
+        self.kit().wipe(id).expect("wipe data dir");
+        let peers = self
+            .others(id)
+            .into_iter()
+            .map(|o| self.kit().peer_url(o).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.kit()
+            .start_replacement(id, &["--join".to_string(), peers])
+            .await
+            .expect("the replacement joins");
+    }
+
     pub fn others(&self, id: NodeId) -> Vec<NodeId> {
         self.inner.others(id)
     }

@@ -368,17 +368,7 @@ async fn a_wiped_founder_restarted_with_its_flags_stops_and_can_be_replaced() {
             .await
             .expect(200);
         c.kill9(lost); // reaps the exited process
-        c.kit().wipe(lost).expect("wipe");
-        let peers = c
-            .others(lost)
-            .into_iter()
-            .map(|id| c.kit().peer_url(id).unwrap())
-            .collect::<Vec<_>>()
-            .join(",");
-        c.kit()
-            .start_replacement(lost, &["--join".to_string(), peers])
-            .await
-            .expect("the replacement joins");
+        c.rejoin_wiped(lost).await;
         wait_member(&c, leader, lost, true).await;
         c.read_at_least(lost, "w/19", last).await.expect(200);
     })
