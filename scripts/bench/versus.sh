@@ -4,15 +4,18 @@
 # on the same machine at the same time.
 #
 # Usage: scripts/bench/versus.sh REV [--duration S] [--rounds N] [--out FILE]
+#                                    [--conns "1 64"] [--ops "put:strong get:eventual"]
 #
 #   REV           the commit to compare with (built in a temporary git
 #                 worktree with its own target dir: a full release build)
 #   --duration S  seconds measured per run (default 8; 2 s of warm-up before)
 #   --rounds N    old/new pairs (default 3); the table shows medians
 #   --out FILE    also write the markdown table there
+#   --conns LIST  connection counts (default 64)
+#   --ops LIST    op:consistency pairs (default "put:strong get:strong")
 #
-# Workloads: strong PUT and strong GET on the leader, 256-byte values over
-# 10,000 preloaded keys, 64 connections. Each side's own scripts/cluster.sh
+# Workloads: the ops on the leader, 256-byte values over 10,000 preloaded
+# keys, at each connection count. Each side's own scripts/cluster.sh
 # starts its three nodes. Environment: VS_BASE_PORT (default 17701).
 # Everything it starts is stopped and deleted on exit, Ctrl-C included.
 set -euo pipefail
@@ -23,11 +26,15 @@ shift
 DURATION=8
 ROUNDS=3
 OUT=""
+CONNS="64"
+OPS="put:strong get:strong"
 while (($# > 0)); do
     case "$1" in
     --duration) DURATION="${2:?}"; shift ;;
     --rounds) ROUNDS="${2:?}"; shift ;;
     --out) OUT="${2:?}"; shift ;;
+    --conns) CONNS="${2:?}"; shift ;;
+    --ops) OPS="${2:?}"; shift ;;
     *) printf 'unknown argument %s\n' "$1" >&2; exit 2 ;;
     esac
     shift
@@ -85,33 +92,38 @@ for ((round = 1; round <= ROUNDS; round++)); do
         [[ -n "$l" ]] || { printf 'no stable leader within 20 s\n' >&2; exit 1; }
         "$BENCH" --json --endpoints "$(url "$l")" --connections 64 --keys 10000 --preload \
             --requests 1 --op put >/dev/null 2>>"$WORK/bench.stderr"
-        for op in put get; do
-            body="$("$BENCH" --json --endpoints "$(url "$l")" --pin --connections 64 \
-                --duration "${DURATION}s" --warmup 2s --value-size 256 --keys 10000 --op "$op" \
-                --consistency strong 2>>"$WORK/bench.stderr")"
-            tput="$(json_field "$body" throughput)"
-            p99="$(json_field "$body" p99)"
-            printf '%s\t%s strong\t%s\t%s\n' "$side" "$op" "$tput" "$p99" >>"$results"
-            printf 'round %s  %-4s %-11s %9.0f ops/s  p99 %6s us\n' "$round" "$side" "$op strong" "$tput" "$p99"
+        for c in $CONNS; do
+            for pair in $OPS; do
+                op="${pair%%:*}" level="${pair#*:}"
+                body="$("$BENCH" --json --endpoints "$(url "$l")" --pin --connections "$c" \
+                    --duration "${DURATION}s" --warmup 2s --value-size 256 --keys 10000 --op "$op" \
+                    --consistency "$level" 2>>"$WORK/bench.stderr")"
+                tput="$(json_field "$body" throughput)"
+                p50="$(json_field "$body" p50)"
+                p99="$(json_field "$body" p99)"
+                k="$op $level, $c conn"
+                printf '%s\t%s\t%s\t%s\t%s\n' "$side" "$k" "$tput" "$p99" "$p50" >>"$results"
+                printf 'round %s  %-4s %-22s %9.0f ops/s  p50 %6s us  p99 %6s us\n' "$round" "$side" "$k" "$tput" "$p50" "$p99"
+            done
         done
         cluster "$side" down --wipe >/dev/null
     done
 done
 
 table="$(awk -F'\t' -v rev="$REV" '
-    { k = $2; n[$1, k]++; t[$1, k, n[$1, k]] = $3; q[$1, k, n[$1, k]] = $4; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+    { k = $2; n[$1, k]++; t[$1, k, n[$1, k]] = $3; q[$1, k, n[$1, k]] = $4; h[$1, k, n[$1, k]] = $5; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
     function med(a, s, k, cnt,   i, j, v, tmp) {
         for (i = 1; i <= cnt; i++) v[i] = a[s, k, i] + 0
         for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { tmp = v[i]; v[i] = v[j]; v[j] = tmp }
         return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
     }
     END {
-        print "| workload (64 conns) | " rev " ops/s | this tree ops/s | new/old | old p99 / new p99 (us) |"
-        print "|---|---|---|---|---|"
+        print "| workload | " rev " ops/s | this tree ops/s | new/old | old p50 / new p50 (us) | old p99 / new p99 (us) |"
+        print "|---|---|---|---|---|---|"
         for (i = 1; i <= m; i++) {
             k = order[i]
             o = med(t, "old", k, n["old", k]); w = med(t, "new", k, n["new", k])
-            printf "| %s | %.0f | %.0f | %.2f | %.0f / %.0f |\n", k, o, w, (o > 0 ? w / o : 0), med(q, "old", k, n["old", k]), med(q, "new", k, n["new", k])
+            printf "| %s | %.0f | %.0f | %.2f | %.0f / %.0f | %.0f / %.0f |\n", k, o, w, (o > 0 ? w / o : 0), med(h, "old", k, n["old", k]), med(h, "new", k, n["new", k]), med(q, "old", k, n["old", k]), med(q, "new", k, n["new", k])
         }
     }' "$results")"
 printf '\nmedians of %s round(s), %s s each:\n\n%s\n' "$ROUNDS" "$DURATION" "$table"

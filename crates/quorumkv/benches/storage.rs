@@ -165,7 +165,44 @@ async fn bench_log_append(s: Scale) {
             samples.push(t.elapsed());
         }
         Timings {
-            name: format!("log append {} + flush + fdatasync", plural(batch, "entry")),
+            name: format!("sled append {} + flush + fdatasync", plural(batch, "entry")),
+            samples,
+            per_sample: batch as f64,
+            unit: "entries",
+        }
+        .print();
+    }
+}
+
+/// The log store as a node runs it (raft-log): append, then wait for the
+/// callback its flush thread fires after the `fdatasync`.
+async fn bench_log_store_append(s: Scale) {
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    use quorumkv::raft::TypeConfig;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sm = Durable::open(&dir.path().join("sm")).expect("open sled");
+    let tree = quorumkv::sm::tree::SmTree::open(sm.db()).expect("sm tree");
+    let mut log =
+        quorumkv::raft::log_store::LogStore::open(&dir.path().join("wal"), sm, tree, None)
+            .expect("log store");
+    let mut index = 1u64;
+    for batch in [1u64, 16, 64] {
+        let iters = s.n(if batch == 1 { 300 } else { 100 });
+        let mut samples = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = Instant::now();
+            let entries: Vec<Entry> = (index..index + batch).map(|i| entry(i, i, 1)).collect();
+            index += batch;
+            let (tx, rx) = TypeConfig::oneshot();
+            log.append(entries, IOFlushed::signal(tx))
+                .await
+                .expect("append");
+            rx.await.expect("flushed").expect("fdatasync");
+            samples.push(t.elapsed());
+        }
+        Timings {
+            name: format!("raft-log append {} + fdatasync", plural(batch, "entry")),
             samples,
             per_sample: batch as f64,
             unit: "entries",
@@ -265,6 +302,7 @@ fn main() {
         .expect("tokio runtime");
     bench_encode(scale);
     rt.block_on(bench_log_append(scale));
+    rt.block_on(bench_log_store_append(scale));
     bench_changes(scale);
     rt.block_on(bench_state_machine(scale));
 }

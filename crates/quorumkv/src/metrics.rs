@@ -104,7 +104,7 @@ impl Metrics {
             leader_changes: counter(&r, "quorumkv_leader_changes_total", "Times this node saw a new leader (or a new term of one)."),
             proposals: counter(&r, "quorumkv_proposals_total", "Client writes proposed by this node as leader."),
             proposal_batch: histogram(&r, "quorumkv_proposal_batch_requests", "Client writes per proposed log entry.", sizes.clone()),
-            fsync_seconds: histogram(&r, "quorumkv_log_fsync_duration_seconds", "One flush + fdatasync of the Raft log.", latency_buckets()),
+            fsync_seconds: histogram(&r, "quorumkv_log_fsync_duration_seconds", "From a Raft log append to the fdatasync that covers it.", latency_buckets()),
             apply_seconds: histogram(&r, "quorumkv_apply_duration_seconds", "One apply call of the state machine (a batch of entries).", latency_buckets()),
             apply_entries: histogram(&r, "quorumkv_apply_batch_entries", "Log entries per apply call.", sizes),
             read_index_rounds: counter(&r, "quorumkv_read_index_rounds_total", "Rounds the leader ran to confirm leadership for strong reads."),

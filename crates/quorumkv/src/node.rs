@@ -111,6 +111,11 @@ pub struct Node {
     pub cluster_id: Arc<ClusterIdCell>,
 }
 
+/// Where the Raft log lives in a data dir ([`LogStore`]).
+const WAL_DIR: &str = "wal";
+/// Where the Raft log lived before it moved to raft-log (a sled database).
+const SLED_LOG_DIR: &str = "log";
+
 /// The log store and the state machine in `dir`, as Raft finds them (also
 /// what `quorumkv snapshot restore` writes into). Two sled databases: every
 /// log flush is fsync'd, so it should carry only log entries; the state
@@ -123,16 +128,24 @@ pub fn open_storage(
         path: dir.display().to_string(),
         source,
     };
-    let log_db = Durable::open(&dir.join("log")).map_err(dir_err)?;
+    if dir.join(SLED_LOG_DIR).exists() {
+        return Err(NodeError::Storage(format!(
+            "{} holds a Raft log in the old sled format (quorumkv before 2026-12-03); \
+             the log is now kept by raft-log in {WAL_DIR}/: wipe the data dir, or \
+             back it up with the old binary and restore it with this one",
+            dir.display()
+        )));
+    }
     let sm_db = Durable::open(&dir.join("sm")).map_err(dir_err)?;
     let snapshots = SnapshotFile::open(dir.join(crate::raft::snapshot::SLOT)).map_err(storage)?;
     let sm_tree = SmTree::open(sm_db.db())?;
     let log_store = LogStore::open(
-        log_db,
+        &dir.join(WAL_DIR),
         sm_db.clone(),
         sm_tree.clone(),
         Some(snapshots.clone()),
-    )?;
+    )
+    .map_err(storage)?;
     let state_machine = StateMachine::open(sm_db, sm_tree, snapshots, retention)?;
     Ok((log_store, state_machine))
 }
@@ -148,10 +161,6 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
         let (mut log_store, mut state_machine) = open_storage(&config.data_dir, config.retention)?;
         let log_reader = log_store.clone();
-        log_store
-            .finish_interrupted_purge()
-            .await
-            .map_err(storage)?;
         let log_last = log_store
             .get_log_state()
             .await

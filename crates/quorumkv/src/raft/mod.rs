@@ -7,6 +7,7 @@ pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
 mod suite;
+pub mod wal;
 
 use std::fmt::Display;
 use std::io;

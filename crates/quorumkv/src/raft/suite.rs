@@ -26,11 +26,11 @@ fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> SuiteError {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), SuiteError> {
         let dir = tempfile::tempdir().map_err(io_err)?;
-        let log_db = Durable::open(&dir.path().join("log")).map_err(io_err)?;
         let sm_db = Durable::open(&dir.path().join("sm")).map_err(io_err)?;
         // No snapshot guard: the suite purges logs without building snapshots.
         let tree = SmTree::open(sm_db.db()).map_err(io_err)?;
-        let log = LogStore::open(log_db, sm_db.clone(), tree.clone(), None).map_err(io_err)?;
+        let log = LogStore::open(&dir.path().join("wal"), sm_db.clone(), tree.clone(), None)
+            .map_err(io_err)?;
         let snapshots = SnapshotFile::open(dir.path().join("snapshot")).map_err(io_err)?;
         let sm = StateMachine::open(sm_db, tree, snapshots, Default::default()).map_err(io_err)?;
         Ok((dir, log, sm))

@@ -56,7 +56,7 @@ impl Store {
         Ok(Probe {
             leading: Self::is_leader(&m),
             silent_ms: self.contact.silent_for().as_millis() as u64,
-            last_log: self.log.last_log_id().map_err(|e| e.to_wire())?,
+            last_log: self.log.last_log_id(),
         })
     }
 
@@ -74,9 +74,7 @@ impl Store {
         if !voters.contains(&self.id) {
             return false;
         }
-        let Ok(mine) = self.log.last_log_id() else {
-            return false;
-        };
+        let mine = self.log.last_log_id();
         let probes = voters.iter().filter(|&&id| id != self.id).map(|&id| {
             let addr = Self::addr_of(&m, id);
             async move {
