@@ -77,8 +77,8 @@ fn raft_config(c: &Config) -> Result<Arc<openraft::Config>, NodeError> {
         // first whether a quorum would vote for it, instead of bumping its
         // term and deposing a healthy leader when it reconnects.
         enable_pre_vote: Some(true),
-        // Replicate entries as soon as `append` has put them in sled, while
-        // the leader's own flush + fdatasync is still in flight; the leader's
+        // Replicate entries as soon as `append` has handed them to the log,
+        // while the leader's own fdatasync is still in flight; the leader's
         // copy counts towards the quorum only once flushed.
         broadcast_submitted_on_append: Some(true),
         // A follower restarted with an empty data dir rejoins: the leader
@@ -117,9 +117,9 @@ const WAL_DIR: &str = "wal";
 const SLED_LOG_DIR: &str = "log";
 
 /// The log store and the state machine in `dir`, as Raft finds them (also
-/// what `quorumkv snapshot restore` writes into). Two sled databases: every
-/// log flush is fsync'd, so it should carry only log entries; the state
-/// machine is rebuilt from the log after a crash.
+/// what `quorumkv snapshot restore` writes into): the log in raft-log's
+/// files, every flush fdatasync'd; the state machine in sled, not synced on
+/// apply (it is rebuilt from the log after a crash).
 pub fn open_storage(
     dir: &std::path::Path,
     retention: crate::raft::state_machine::Retention,
