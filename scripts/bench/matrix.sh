@@ -4,12 +4,17 @@
 # durations. Sourced; uses lib.sh.
 #
 # quorumkv: writes at strong, eventual, all (to the leader); reads at strong on
-# the leader and on a follower, eventual on the followers.
+# the leader and on a follower, eventual on the followers; strong writes of
+# 64 KiB values at 16 connections; then a second cluster with --strong-reads
+# lease for strong reads on the leader.
 # etcd: put (to the leader); linearizable range on the leader and on a
-# follower, serializable range on the followers.
+# follower, serializable range on the followers; puts of 64 KiB values at 16
+# connections.
 
 MATRIX_KEYS=10000
 MATRIX_VALUE=256
+# Writes of 64 KiB values (16 connections) go to a key space of their own size.
+BIG_KEYS=1000
 
 matrix_quorumkv() {
     qkv_up matrix "$BASE_PORT"
@@ -35,6 +40,21 @@ matrix_quorumkv() {
             --endpoints "$(qkv_url "$f1")" --pin --op get --consistency strong || true
         run_bench matrix quorumkv get-eventual followers "$c" "$MATRIX_VALUE" "$MATRIX_KEYS" \
             --endpoints "$(qkv_url "$f1"),$(qkv_url "$f2")" --op get --consistency eventual || true
+    done
+    leader="$(qkv_leader)" || die "quorumkv: no leader"
+    run_bench matrix quorumkv put-strong-64k leader 16 65536 "$BIG_KEYS" \
+        --endpoints "$(qkv_url "$leader")" --pin --op put --consistency strong || true
+    qkv_down
+    # Strong reads served under a leader lease (--strong-reads lease).
+    qkv_up matrix-lease "$BASE_PORT" "--strong-reads lease"
+    leader="$(qkv_leader)" || die "quorumkv: no leader"
+    run_bench preload quorumkv put-strong leader 64 "$MATRIX_VALUE" "$MATRIX_KEYS" \
+        --endpoints "$(qkv_url "$leader")" --pin --preload --requests 1 --warmup 0 ||
+        die "quorumkv preload failed"
+    for c in "${CONNS[@]}"; do
+        leader="$(qkv_leader)" || die "quorumkv: no leader"
+        run_bench matrix quorumkv get-strong-lease leader "$c" "$MATRIX_VALUE" "$MATRIX_KEYS" \
+            --endpoints "$(qkv_url "$leader")" --pin --op get --consistency strong || true
     done
     qkv_down
 }
@@ -64,6 +84,8 @@ matrix_etcd() {
         run_bench matrix etcd get-serializable followers "$c" "$MATRIX_VALUE" "$MATRIX_KEYS" \
             --endpoints "$(etcd_url "$f1"),$(etcd_url "$f2")" --op get --consistency eventual || true
     done
+    run_bench matrix etcd put-64k leader 16 65536 "$BIG_KEYS" \
+        --endpoints "$(etcd_url "$leader")" --pin --op put || true
     local now
     now="$(etcd_leader)" || true
     [[ "$now" == "$leader" ]] || warn "etcd leadership moved during the runs (member $leader -> ${now:-none})"
