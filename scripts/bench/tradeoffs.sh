@@ -154,8 +154,9 @@ record_resources() {
     done
 }
 
-# recover_follower KEYS KIND: kill -9 a follower (KIND=wiped: also delete its data),
-# start it with its flags, time until it is ready and applied the commit index.
+# recover_follower KEYS KIND: kill -9 a follower and start it with its flags
+# (KIND=wiped: replace it instead, with an empty data dir), time until it is
+# ready and applied the commit index.
 recover_follower() {
     local keys="$1" kind="$2" leader f committed purged t0 t1 disk how
     leader="$(qkv_leader)" || die "no leader"
@@ -165,9 +166,12 @@ recover_follower() {
     disk="$(du -sb "$QKV_DIR/node$f" 2>/dev/null | awk '{ print $1 }')"
     cluster_sh kill "$f" >>"$OUT/logs/recovery.log" 2>&1 || true
     how="restart from its own data"
+    local -a start=(start "$f")
     if [[ "$kind" == wiped ]]; then
-        # Kept aside, not deleted: if the node cannot rejoin, it gets its data back.
-        mv "$QKV_DIR/node$f" "$QKV_DIR/node$f.aside"
+        # A node that lost its data may not vote under its old identity (it
+        # forgot its votes): it is replaced, as an operator would do it
+        # (cluster.sh replace: removed, wiped, added back empty with --join).
+        start=(replace "$f")
         if [[ "$purged" =~ ^[0-9]+$ ]]; then
             how="by snapshot: the leader had purged its log up to $purged"
         else
@@ -177,7 +181,7 @@ recover_follower() {
     local offset rc=0
     offset="$(wc -c <"$QKV_DIR/node$f.log" 2>/dev/null || echo 0)"
     t0="$(now_ms)"
-    if cluster_sh start "$f" >>"$OUT/logs/recovery.log" 2>&1; then
+    if cluster_sh "${start[@]}" >>"$OUT/logs/recovery.log" 2>&1; then
         qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" "$offset" || rc=$?
     else
         warn "node $f did not start; see logs/recovery.log"
@@ -190,7 +194,6 @@ recover_follower() {
     0)
         log "recovery: $keys keys: $kind follower $f caught up to index $committed in $secs s ($how)"
         printf '%s\t%s\t%s\t%s\t%s\n' "$keys" "${disk:-}" "$kind" "$secs" "$how" >>"$OUT/recovery.tsv"
-        rm -rf "$QKV_DIR/node$f.aside"
         return 0
         ;;
     2)
@@ -208,17 +211,14 @@ recover_follower() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$keys" "${disk:-}" "$kind" "—" "$how" >>"$OUT/recovery.tsv"
     tail -c "+$((offset + 1))" "$QKV_DIR/node$f.log" 2>/dev/null | grep -m 1 -A 1 'panicked at' \
         >>"$OUT/logs/recovery.log" || true
-    # Put the node back as it was, so the sweep goes on with three healthy nodes.
+    # Bring the node back, so the sweep goes on with three healthy nodes: a
+    # restart once more, or a second replacement.
     cluster_sh kill "$f" >>"$OUT/logs/recovery.log" 2>&1 || true
-    if [[ -d "$QKV_DIR/node$f.aside" ]]; then
-        rm -rf "$QKV_DIR/node$f"
-        mv "$QKV_DIR/node$f.aside" "$QKV_DIR/node$f"
-    fi
     offset="$(wc -c <"$QKV_DIR/node$f.log" 2>/dev/null || echo 0)"
-    cluster_sh start "$f" >>"$OUT/logs/recovery.log" 2>&1 || true
+    cluster_sh "${start[@]}" >>"$OUT/logs/recovery.log" 2>&1 || true
     qkv_wait_applied "$f" "${committed:-0}" "$RECOVERY_DEADLINE" "$offset" ||
-        die "node $f did not come back with its own data either"
-    log "recovery: node $f restarted with its original data and caught up; the sweep goes on"
+        die "node $f did not come back a second time either"
+    log "recovery: node $f came back and caught up on a second try; the sweep goes on"
     return 1
 }
 

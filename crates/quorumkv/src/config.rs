@@ -50,8 +50,8 @@ pub struct ServeArgs {
     #[arg(long, env = "QKV_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
 
-    /// Directory for the Raft log and vote (sled, <dir>/log), the state machine
-    /// (sled, <dir>/sm) and the latest snapshot (<dir>/snapshot).
+    /// Directory for the Raft log and vote (raft-log, <dir>/wal), the state
+    /// machine (sled, <dir>/sm) and the latest snapshot (<dir>/snapshot).
     #[arg(long, env = "QKV_DATA_DIR")]
     pub data_dir: PathBuf,
 

@@ -19,8 +19,9 @@
 //! peer/                 node to node: messages, PeerClient (call_leader), /raft/* router
 //! sm/                   state machine data: layout, apply, idempotency, reads, captures, current tree
 //! raft/mod.rs           openraft type config and aliases
-//! raft/durable.rs       sled flush + fdatasync; group commit
-//! raft/log_store.rs     RaftLogStorage on sled; the purge runs in the background
+//! raft/durable.rs       sled flush + fdatasync (the state machine's database)
+//! raft/log_store.rs     RaftLogStorage on raft-log; the purge runs in the background
+//! raft/wal.rs           raft-log's types, codecs and flush callback
 //! raft/state_machine.rs RaftStateMachine on the sm tree
 //! raft/snapshot.rs      the snapshot file: framed format, writer, reader, the slot
 //! raft/network.rs       openraft's network traits on PeerClient (snapshots streamed)
