@@ -45,11 +45,13 @@ const PURGE_WAIT: Duration = Duration::from_secs(120);
 /// (raft-log's default is 1 ms, which one client would pay on every write;
 /// writes already queued behind a running sync are gathered within this).
 const FLUSH_GATHER: Duration = Duration::from_micros(20);
-/// Log files are closed at this size; a file is deleted once purged whole.
-const CHUNK_BYTES: usize = 64 << 20;
+/// Log files are closed at this size; a file is deleted once purged whole,
+/// so a node keeps up to this much log on disk beyond what it needs.
+const CHUNK_BYTES: usize = 16 << 20;
 /// Entries kept in memory for followers that are behind (beyond it, read
-/// back from the file).
-const CACHE_BYTES: usize = 64 << 20;
+/// back from the file). Entries of the file still being written stay cached
+/// whatever this says, so the log holds up to about twice this in memory.
+const CACHE_BYTES: usize = 16 << 20;
 
 type Wal = RaftLog<WalTypes>;
 
@@ -220,11 +222,25 @@ impl LogStore {
             "waiting for the purge behind an installed snapshot"
         );
         let mut purged = self.purged.subscribe();
-        purged
-            .wait_for(|p| p.is_some_and(|p| p.index >= behind))
+        let recorded = purged.wait_for(|p| p.is_some_and(|p| p.index >= behind));
+        // Bounded: a snapshot that never reaches the disk stops the Raft core
+        // (and the node, non-zero) instead of hanging it.
+        let outcome = tokio::time::timeout(PURGE_WAIT, recorded)
             .await
-            .map_err(|_| logs_err("append", std::io::Error::other("log purge stopped")))?;
-        Ok(())
+            .map(|r| r.map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(logs_err(
+                "append",
+                std::io::Error::other("log purge stopped"),
+            )),
+            Err(_) => Err(logs_err(
+                "append",
+                std::io::Error::other(format!(
+                    "entries from {first} follow a snapshot whose purge was not recorded within {PURGE_WAIT:?}"
+                )),
+            )),
+        }
     }
 }
 
