@@ -183,8 +183,9 @@ is_node_pid() {
     if [[ -r "/proc/$pid/cmdline" ]]; then
         state="$(proc_state "$pid")"
         [[ "$state" != Z && "$state" != X ]] || return 1
-        local -a argv
-        mapfile -d '' -t argv <"/proc/$pid/cmdline"
+        local -a argv=()
+        # The process may exit between the check above and this read.
+        mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
         local i bin=0 idok=0
         for ((i = 0; i < ${#argv[@]}; i++)); do
             [[ "${argv[i]##*/}" == quorumkv ]] && bin=1
