@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::harness::{secs, within, Cluster, Options, POLL};
 
@@ -232,9 +232,16 @@ async fn a_slow_follower_disk_neither_stalls_commits_nor_falls_behind_for_good()
         ];
         let _tracer = Tracer::attach(c.pid(slow), c.dir(), &inject);
 
+        // Writes for at least 1.5 s (ten of the slow disk's syncs): raft-log
+        // gathers every append queued behind a sync into the next one, so a
+        // quick burst would meet only a few delayed syncs.
+        let started = Instant::now();
         let mut last = 0;
-        for i in 0..60 {
+        let mut i = 0;
+        while i < 60 || started.elapsed() < Duration::from_millis(1500) {
             last = c.put_ok(leader, &format!("slow/{i}"), "v").await;
+            i += 1;
+            assert!(i < 100_000, "writes did not end");
         }
         // The leader's own record of the slow follower: it must reach the last
         // write, so that appends to it complete rather than time out forever.
