@@ -16,14 +16,20 @@ MATRIX_VALUE=256
 # Writes of 64 KiB values (16 connections) go to a key space of their own size.
 BIG_KEYS=1000
 
-matrix_quorumkv() {
-    qkv_up matrix "$BASE_PORT"
-    local leader f1 f2 c level
+# Writes the matrix's key space once, strongly, through the running cluster's leader.
+matrix_preload_quorumkv() {
+    local leader
     leader="$(qkv_leader)" || die "quorumkv: no leader"
     log "quorumkv: preloading $MATRIX_KEYS keys through the leader (node $leader)"
     run_bench preload quorumkv put-strong leader 64 "$MATRIX_VALUE" "$MATRIX_KEYS" \
         --endpoints "$(qkv_url "$leader")" --pin --preload --requests 1 --warmup 0 ||
         die "quorumkv preload failed"
+}
+
+matrix_quorumkv() {
+    qkv_up matrix "$BASE_PORT"
+    local leader f1 f2 c level
+    matrix_preload_quorumkv
     for level in strong eventual all; do
         for c in "${CONNS[@]}"; do
             leader="$(qkv_leader)" || die "quorumkv: no leader"
@@ -47,10 +53,7 @@ matrix_quorumkv() {
     qkv_down
     # Strong reads served under a leader lease (--strong-reads lease).
     qkv_up matrix-lease "$BASE_PORT" "--strong-reads lease"
-    leader="$(qkv_leader)" || die "quorumkv: no leader"
-    run_bench preload quorumkv put-strong leader 64 "$MATRIX_VALUE" "$MATRIX_KEYS" \
-        --endpoints "$(qkv_url "$leader")" --pin --preload --requests 1 --warmup 0 ||
-        die "quorumkv preload failed"
+    matrix_preload_quorumkv
     for c in "${CONNS[@]}"; do
         leader="$(qkv_leader)" || die "quorumkv: no leader"
         run_bench matrix quorumkv get-strong-lease leader "$c" "$MATRIX_VALUE" "$MATRIX_KEYS" \
