@@ -226,7 +226,7 @@ fn bench_changes(s: Scale) {
             for (i, r) in reqs.iter().enumerate() {
                 black_box(c.apply(i as u64 + 1, r).expect("apply"));
             }
-            black_box(c.into_batch());
+            black_box(c);
         },
     )
     .print();

@@ -1,15 +1,19 @@
 //! Applying requests to the state machine's tree: every change of one apply
 //! call is collected in a [`Changes`] overlay (later entries see earlier ones)
-//! and written as one atomic sled batch. Preconditions, transaction compares
-//! and idempotency checks all happen here, in log order.
+//! and written as one unit, whole to readers and after a crash
+//! ([`redo`](crate::sm::redo)). Preconditions, transaction compares and
+//! idempotency checks all happen here, in log order.
 
 use std::collections::HashMap;
 
 use crate::command::{Command, CommandResult, OpResult, Precondition, Request, Txn, TxnOp};
 use crate::kv::{answer_bytes, Key, Versioned};
+use crate::sm::capture::Captures;
 use crate::sm::history::{self, Stored};
 use crate::sm::idempotency::{self, Policy};
 use crate::sm::lease;
+use crate::sm::redo::Change;
+use crate::sm::tree::SmTree;
 use crate::sm::{data_key, read_u64, CLOCK, DATA_BYTES};
 
 /// Pending writes of one apply call, read through to the tree.
@@ -149,17 +153,21 @@ impl<'a> Changes<'a> {
         Ok(())
     }
 
-    /// Writes the pending changes as one batch, through `captures`.
-    pub fn commit(self, captures: &crate::sm::capture::Captures) -> Result<(), sled::Error> {
+    /// Writes the pending changes to the tree (whole: [`redo`]), through
+    /// `captures`.
+    pub fn commit(self, sm: &SmTree, captures: &Captures) -> Result<(), sled::Error> {
         let tree = self.tree;
-        let keys: Vec<Vec<u8>> = if captures.running() {
-            self.pending.keys().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        captures.write(tree, keys.iter().map(|k| &k[..]), self.into_batch())
+        let changes: Vec<Change> = self
+            .pending
+            .into_iter()
+            .map(|(key, value)| Change { key, value })
+            .collect();
+        let keys = changes.iter().map(|c| &c.key[..]);
+        captures.write(keys, || sm.write(tree, &changes))
     }
 
+    /// The pending changes as a sled batch (tests write with it).
+    #[cfg(test)]
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.pending {

@@ -10,7 +10,7 @@
 //! one, else its current value. Keys already read need no pre-image.
 //!
 //! One lock orders the two sides: an apply holds it while it saves
-//! pre-images and writes its batch. A capture reads a chunk of the tree (a
+//! pre-images and writes its changes. A capture reads a chunk of the tree (a
 //! few hundred pairs) *without* it, then, holding it, reads the pre-images
 //! of that key range and moves its cursor past the chunk. A pair read
 //! unlocked is right unless its key changed since the capture began; but any
@@ -106,21 +106,22 @@ impl Captures {
         self.active.load(Ordering::Acquire) > 0
     }
 
-    /// Writes `batch`, which changes `keys`, to `tree` after saving the
-    /// pre-images any running capture needs.
+    /// Runs `write`, which changes `keys` of the captured tree, after saving
+    /// the pre-images any running capture needs.
     pub fn write<'k>(
         &self,
-        tree: &sled::Tree,
         keys: impl Iterator<Item = &'k [u8]>,
-        batch: sled::Batch,
+        write: impl FnOnce() -> Result<(), sled::Error>,
     ) -> Result<(), sled::Error> {
         if !self.running() {
-            return tree.apply_batch(batch);
+            return write();
         }
         let state = self.lock();
         let keys: Vec<&[u8]> = keys.collect();
+        // Plain inserts, not a sled batch (which writes sled's buffer out
+        // twice, [`redo`](crate::sm::redo)): the capture reads its pre-images
+        // under this lock, and a crash drops the capture whole.
         for slot in state.iter().filter(|s| !s.done) {
-            let mut saved = sled::Batch::default();
             for &k in &keys {
                 if slot.cursor.as_deref().is_some_and(|c| k <= c) || slot.pre.contains_key(k)? {
                     continue;
@@ -129,11 +130,10 @@ impl Captures {
                     Some(v) => [&[PRESENT][..], &v].concat(),
                     None => vec![ABSENT],
                 };
-                saved.insert(k, image);
+                slot.pre.insert(k, image)?;
             }
-            slot.pre.apply_batch(saved)?;
         }
-        tree.apply_batch(batch)
+        write()
     }
 
     /// Resolves once no capture runs.
@@ -258,12 +258,14 @@ mod tests {
     }
 
     fn write(c: &Captures, tree: &sled::Tree, k: &[u8], v: Option<&[u8]>) {
-        let mut b = sled::Batch::default();
-        match v {
-            Some(v) => b.insert(k, v),
-            None => b.remove(k),
-        }
-        c.write(tree, [k].into_iter(), b).unwrap();
+        let write = || {
+            match v {
+                Some(v) => tree.insert(k, v)?,
+                None => tree.remove(k)?,
+            };
+            Ok(())
+        };
+        c.write([k].into_iter(), write).unwrap();
     }
 
     proptest! {

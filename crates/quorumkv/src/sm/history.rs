@@ -1,7 +1,8 @@
 //! The change history that watches and blocking reads are served from: every
 //! put and delete the state machine applies, keyed by log index, written in
-//! the same sled batch as the change itself (so a watcher never sees a value
-//! the history lacks, or the reverse). It is kept for `--watch-history` (a
+//! the same apply as the change itself (so a watcher, reading through
+//! [`SmTree::read`](crate::sm::tree::SmTree::read), never sees a value the
+//! history lacks, or the reverse). It is kept for `--watch-history` (a
 //! number of changes or an age by the state machine's clock) and trimmed a
 //! whole log index at a time; `m:watch_floor` is the lowest index from which
 //! every change is still held.
@@ -251,7 +252,7 @@ pub fn read(tree: &sled::Tree, want: &Want<'_>, applied: u64) -> Result<Read, sl
         events.push(event);
     }
     // Read the floor last: a trim that removed anything this scan needed has
-    // raised it past `from` by now (a trim is one batch with its floor).
+    // raised it past `from` by now (a trim is written with its floor, in one apply).
     let floor = floor(tree.get(FLOOR)?);
     if want.from < floor && want.from <= applied {
         return Ok(Read::Compacted { oldest: floor });

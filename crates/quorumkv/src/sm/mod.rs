@@ -10,6 +10,9 @@
 //! - `w<index><seq>`, `m:watch_floor`, `m:watch_len`: the change history ([`history`]);
 //! - `l<id>`, `a<id><key>`, `o<key>`: leases and their keys ([`lease`]).
 //!
+//! Beside it, the tree `sm:redo` holds the changes of an apply being written
+//! ([`redo`]).
+//!
 //! Snapshots read the tree through a [`capture`] while applies go on.
 
 pub mod apply;
@@ -18,6 +21,7 @@ pub mod history;
 pub mod idempotency;
 pub mod lease;
 pub mod reader;
+pub mod redo;
 pub mod tree;
 
 /// The first sled tree of the state machine (in the `sm` database); an

@@ -34,20 +34,21 @@ impl SmReader {
 
     /// Matching changes from `want.from` on, as far as this node has applied.
     pub fn history(&self, want: &Want<'_>) -> Result<Read, sled::Error> {
-        let tree = self.tree.load();
-        history::read(&tree, want, applied_in(&tree)?)
+        self.tree.read(|t| history::read(t, want, applied_in(t)?))
     }
 
     /// Every lease: id and record.
     pub fn leases(&self) -> Result<Vec<(u64, Lease)>, sled::Error> {
-        let mut out = Vec::new();
-        for item in self.tree.load().scan_prefix(lease::lease_prefix()) {
-            let (k, v) = item?;
-            if let (Some(id), Some(l)) = (lease::id_of(&k), lease::decode_lease(&v)) {
-                out.push((id, l));
+        self.tree.read(|t| {
+            let mut out = Vec::new();
+            for item in t.scan_prefix(lease::lease_prefix()) {
+                let (k, v) = item?;
+                if let (Some(id), Some(l)) = (lease::id_of(&k), lease::decode_lease(&v)) {
+                    out.push((id, l));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Lease `id`, and up to `max_keys` of its keys (in key order).
@@ -56,19 +57,20 @@ impl SmReader {
         id: u64,
         max_keys: usize,
     ) -> Result<Option<(Lease, Vec<String>)>, sled::Error> {
-        let tree = self.tree.load();
-        let Some(raw) = tree.get(lease::lease_key(id))? else {
-            return Ok(None);
-        };
-        let Some(l) = lease::decode_lease(&raw) else {
-            return Ok(None);
-        };
-        let mut keys = Vec::new();
-        for item in tree.scan_prefix(lease::attached_prefix(id)).take(max_keys) {
-            let (k, _) = item?;
-            keys.push(lease::key_of_attachment(&k));
-        }
-        Ok(Some((l, keys)))
+        self.tree.read(|tree| {
+            let Some(raw) = tree.get(lease::lease_key(id))? else {
+                return Ok(None);
+            };
+            let Some(l) = lease::decode_lease(&raw) else {
+                return Ok(None);
+            };
+            let mut keys = Vec::new();
+            for item in tree.scan_prefix(lease::attached_prefix(id)).take(max_keys) {
+                let (k, _) = item?;
+                keys.push(lease::key_of_attachment(&k));
+            }
+            Ok(Some((l, keys)))
+        })
     }
 
     /// The last applied log index (0 before anything is applied).
@@ -77,22 +79,14 @@ impl SmReader {
     }
 
     /// Runs `read` so that it sees exactly the state at the returned applied
-    /// index: an apply is one atomic sled batch that also moves the applied
-    /// index, so equal indexes before and after mean no apply landed between.
-    /// One tree for the whole read: an install switching trees meanwhile
-    /// leaves it reading the old state, whole.
+    /// index: no apply half-written ([`SmTree::read`]), and the applied index
+    /// read with it. One tree for the whole read: an install switching trees
+    /// meanwhile leaves it reading the old state, whole.
     fn consistent<T>(
         &self,
         read: impl Fn(&sled::Tree) -> Result<T, sled::Error>,
     ) -> Result<(u64, T), sled::Error> {
-        let tree = self.tree.load();
-        loop {
-            let before = applied_in(&tree)?;
-            let value = read(&tree)?;
-            if applied_in(&tree)? == before {
-                return Ok((before, value));
-            }
-        }
+        self.tree.read(|t| Ok((applied_in(t)?, read(t)?)))
     }
 
     /// Whether a request with this idempotency key and fingerprint has a

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::sm::redo::{Change, Redo};
+
 const CURRENT: &[u8] = b"sm:current";
 /// How long a replaced tree stays readable after a switch.
 const GRACE: Duration = Duration::from_secs(30);
@@ -29,6 +31,8 @@ fn is_sm_tree(name: &[u8]) -> bool {
 pub struct SmTree {
     db: sled::Db,
     current: Arc<ArcSwap<sled::Tree>>,
+    /// How applies write to it and reads see them whole.
+    redo: Arc<Redo>,
 }
 
 impl SmTree {
@@ -45,15 +49,32 @@ impl SmTree {
             }
         }
         let tree = db.open_tree(&name)?;
+        let redo = Redo::open(db)?;
+        redo.recover(&tree)?;
         Ok(SmTree {
             db: db.clone(),
             current: Arc::new(ArcSwap::from_pointee(tree)),
+            redo: Arc::new(redo),
         })
     }
 
-    /// The tree for one read or one apply.
+    /// The tree for one apply, or a read that needs no consistency across
+    /// keys ([`SmTree::read`] for those).
     pub fn load(&self) -> Arc<sled::Tree> {
         self.current.load_full()
+    }
+
+    /// Runs `read` on the current tree, seeing every apply whole or not at all.
+    pub fn read<T>(
+        &self,
+        read: impl Fn(&sled::Tree) -> Result<T, sled::Error>,
+    ) -> Result<T, sled::Error> {
+        self.redo.read(&self.load(), read)
+    }
+
+    /// Writes an apply's changes to `tree` (the one [`SmTree::load`] gave).
+    pub fn write(&self, tree: &sled::Tree, changes: &[Change]) -> Result<(), sled::Error> {
+        self.redo.write(tree, changes)
     }
 
     /// A new, empty tree to fill with a snapshot.
