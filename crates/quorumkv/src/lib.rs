@@ -17,14 +17,17 @@
 //! command.rs            Request, Command (put/delete/txn, conditions), CommandResult, Write
 //! store/                reads and writes at a consistency level; leader forwarding
 //! peer/                 node to node: messages, PeerClient (call_leader), /raft/* router
-//! sm/                   state machine data: layout, apply, idempotency, reads, captures, current tree
+//! sm/                   state machine data: layout, apply, idempotency, reads, captures,
+//!                       current tree, redo (an apply written whole without a sled batch)
 //! raft/mod.rs           openraft type config and aliases
 //! raft/durable.rs       sled flush + fdatasync (the state machine's database)
 //! raft/log_store.rs     RaftLogStorage on raft-log; the purge runs in the background
+//! raft/committed.rs     the committed log id beside the log (pwrite, no sync: survives kill -9)
 //! raft/wal.rs           raft-log's types, codecs and flush callback
 //! raft/state_machine.rs RaftStateMachine on the sm tree
 //! raft/snapshot.rs      the snapshot file: framed format, writer, reader, the slot
 //! raft/network.rs       openraft's network traits on PeerClient (snapshots streamed)
+//! raft/responder.rs     the callback openraft answers a proposal's writers with
 //! api/mod.rs            router, AppState, JSON 404/405
 //! api/headers.rs        every header: parsing requests, writing responses
 //! api/kv.rs             /v1/kv routes

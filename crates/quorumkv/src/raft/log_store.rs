@@ -1,7 +1,7 @@
 //! Raft log storage on `raft-log` (segmented append-only files, one
 //! `fdatasync` per batch of writes, on a flush thread of its own; see
-//! [`crate::raft::wal`]). The committed index lives with the state machine,
-//! which need not be fsync'd.
+//! [`crate::raft::wal`]). The committed log id is kept beside it, written
+//! without a sync ([`crate::raft::committed`]).
 //!
 //! `append` hands the entries to the log's flush thread and returns: the
 //! entries are readable at once, and openraft's `IOFlushed` callback fires
@@ -29,14 +29,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
+use crate::raft::committed::CommittedFile;
 use crate::raft::durable::Durable;
 use crate::raft::snapshot::SnapshotFile;
 use crate::raft::wal::{Flushed, Payload, WalLogId, WalTypes, WalVote};
 use crate::raft::{decode, encode, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::sm::reader::SmReader;
 use crate::sm::tree::SmTree;
-
-const COMMITTED: &[u8] = b"committed";
 
 /// After how long a purge still waiting for the snapshot that covers it to
 /// reach the disk is logged (it keeps waiting: the entries stay until then).
@@ -64,7 +63,7 @@ pub struct LogStore {
     /// only in openraft's storage suite, which purges without snapshots).
     snapshots: Option<SnapshotFile>,
     /// In the state machine's database (losing it only means re-applying).
-    committed: sled::Tree,
+    committed: Arc<CommittedFile>,
     /// How far the state machine has applied: entries it has are safe to purge.
     applied: SmReader,
     appends: AppendWatch,
@@ -135,15 +134,15 @@ impl LogStore {
         let wal = RaftLog::<WalTypes>::open(Arc::new(config))
             .map_err(|e| storage_err(format_args!("open the Raft log in {}", dir.display()), e))?;
         let purged = wal.log_state().purged().map(|l| l.0);
-        let committed = sm
-            .db()
-            .open_tree("raft_committed")
-            .map_err(|e| storage_err("open committed", e))?;
+        let committed = CommittedFile::open(&dir.with_extension("committed"))
+            .map_err(|e| storage_err("open the committed log id's file", e))?;
+        // Where the committed id was kept before (a sled tree, lost on kill -9).
+        let _ = sm.db().drop_tree("raft_committed");
         let store = LogStore {
             wal: Arc::new(Mutex::new(wal)),
             sm,
             snapshots,
-            committed,
+            committed: Arc::new(committed),
             applied: SmReader::unwatched(sm_tree),
             appends: AppendWatch::default(),
             purge_to: Arc::new(watch::Sender::new(purged)),
@@ -390,12 +389,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed on its own: losing it only means re-applying from the log.
-        let bytes = encode(&committed).map_err(|e| storage_err("encode committed log id", e))?;
+        // Not synced: survives kill -9, and a power cut only means learning
+        // it from the leader.
         self.committed
-            .insert(COMMITTED, bytes)
-            .map_err(|e| storage_err("write committed log id", e))?;
-        Ok(())
+            .save(committed)
+            .map_err(|e| storage_err("write committed log id", e))
     }
 
     /// The committed log id saved last, but never past this log's last entry:
@@ -405,15 +403,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// matched the leader's, so they are committed; openraft learns the rest
     /// from the leader.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let raw = self
+        let committed = self
             .committed
-            .get(COMMITTED)
+            .load()
             .map_err(|e| storage_err("read committed log id", e))?;
-        let committed: Option<LogId> = raw
-            .map(|b| decode::<Option<LogId>>(&b))
-            .transpose()
-            .map_err(|e| storage_err("decode committed log id", e))?
-            .flatten();
         Ok(committed.min(self.log_state().last_log_id))
     }
 

@@ -1,8 +1,10 @@
 //! openraft glue: the type configuration and aliases for its generic types.
 
+pub mod committed;
 pub mod durable;
 pub mod log_store;
 pub mod network;
+pub mod responder;
 pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
@@ -18,17 +20,36 @@ use crate::command::{CommandResult, Proposal};
 
 pub type NodeId = u64;
 
-openraft::declare_raft_types!(
-    /// quorumkv's Raft types: commands in, command results out. Snapshots are
-    /// files ([`SnapshotData`]); since 0.10 that type belongs to the state
-    /// machine and the network, not to the type config.
-    pub TypeConfig:
-        D = Proposal,
-        R = Vec<CommandResult>,
-        NodeId = NodeId,
-        Node = BasicNode,
-        AsyncRuntime = openraft::TokioRuntime,
-);
+/// quorumkv's Raft types: commands in, command results out. Snapshots are
+/// files ([`SnapshotData`]); since 0.10 that type belongs to the state
+/// machine and the network, not to the type config. Written out rather than
+/// with `declare_raft_types!`, which cannot name a generic responder: the
+/// rest are that macro's defaults.
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Proposal;
+    type R = Vec<CommandResult>;
+    type NodeId = NodeId;
+    type Node = BasicNode;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<Self::Term, Self::NodeId>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Self::D, Self::NodeId, Self::Node>;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type Responder<T>
+        = responder::Callback<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = openraft::TokioRuntime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
 
 /// The snapshot payload as the state machine and the network carry it: an
 /// open snapshot file ([`snapshot`]).

@@ -5,14 +5,15 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::error::ClientWriteError;
-use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::command::{CommandResult, Proposal, Request};
-use crate::raft::Raft;
+use crate::raft::responder::Callback;
+use crate::raft::{Raft, TypeConfig};
 
 /// Most requests in one proposal.
 const MAX_REQUESTS: usize = 1024;
@@ -156,41 +157,53 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, queued_bytes: Arc<Atom
         crate::metrics::METRICS
             .proposal_batch
             .observe(requests.len() as f64);
-        // Submitted in arrival order, here; only the wait is spawned.
-        let (responder, rx) = ProgressResponder::complete_only();
-        let answer = raft
-            .client_write_ff(Proposal { requests }, Some(responder))
-            .await;
-        tokio::spawn(async move {
-            let outcome = match answer {
-                Ok(()) => match rx.await {
-                    Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-                    // 0.10 reports a proposal truncated by a newer leader as
-                    // `LogEntryDiscarded`, where 0.9 said `ForwardToLeader`;
-                    // `torture::outcome` explains why both are safe to retry.
-                    Ok(Err(
-                        ClientWriteError::ForwardToLeader(_)
-                        | ClientWriteError::LogEntryDiscarded(_),
-                    )) => Err(Rejected::NotLeader),
-                    Ok(Err(e)) => Err(Rejected::Failed(e.to_string())),
-                    Err(_) => Err(Rejected::Failed("raft dropped the write".into())),
-                },
-                Err(openraft::error::Fatal::Stopped) => Err(Rejected::Stopped),
-                Err(fatal) => Err(Rejected::Failed(fatal.to_string())),
-            };
+        // Submitted in arrival order, here; the writers are answered by the
+        // callback, where the proposal completes, or below if Raft has stopped.
+        let replies = Arc::new(Mutex::new(Some(replies)));
+        let taken = replies.clone();
+        let answer_all = Callback::new(move |outcome: ClientWriteResult<TypeConfig>| {
             drop(permit);
-            match outcome {
-                Ok((index, results)) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok((index, result)));
-                    }
-                }
-                Err(rejected) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(rejected.clone()));
-                    }
-                }
-            }
+            let outcome = match outcome {
+                Ok(resp) => Ok((resp.log_id.index, resp.data)),
+                // 0.10 reports a proposal truncated by a newer leader as
+                // `LogEntryDiscarded`, where 0.9 said `ForwardToLeader`;
+                // `torture::outcome` explains why both are safe to retry.
+                Err(
+                    ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_),
+                ) => Err(Rejected::NotLeader),
+                Err(e) => Err(Rejected::Failed(e.to_string())),
+            };
+            answer(&taken, outcome);
         });
+        let submitted = raft
+            .client_write_ff(Proposal { requests }, Some(answer_all))
+            .await;
+        match submitted {
+            Ok(()) => {}
+            Err(openraft::error::Fatal::Stopped) => answer(&replies, Err(Rejected::Stopped)),
+            Err(fatal) => answer(&replies, Err(Rejected::Failed(fatal.to_string()))),
+        }
+    }
+}
+
+/// The writers of one proposal, until they are answered (once).
+type Replies = Mutex<Option<Vec<oneshot::Sender<Applied>>>>;
+
+/// Gives every writer of a proposal its result, or the proposal's rejection,
+/// unless they were answered already.
+fn answer(replies: &Replies, outcome: Result<(u64, Vec<CommandResult>), Rejected>) {
+    let taken = replies.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(replies) = taken else { return };
+    match outcome {
+        Ok((index, results)) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok((index, result)));
+            }
+        }
+        Err(rejected) => {
+            for reply in replies {
+                let _ = reply.send(Err(rejected.clone()));
+            }
+        }
     }
 }
