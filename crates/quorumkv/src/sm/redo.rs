@@ -10,7 +10,8 @@
 //!   every change (absolute values) in a tree of its own (`sm:redo`, so the
 //!   state machine's tree never carries it), then the changes one by one, then
 //!   removes the record. sled recovers a prefix of its operations (all trees
-//!   share its one log), so after a crash the record is there whenever some
+//!   share its one log, and recovery stops at the first torn message: sled
+//!   0.34's `pagecache/iterator.rs`), so after a crash the record is there whenever some
 //!   of the changes are, and [`Redo::recover`] writes them all again (an
 //!   idempotent replay).
 //! - **Atomic to readers**: a sequence number, odd while an apply writes
