@@ -130,7 +130,7 @@ pub fn open_storage(
     };
     if dir.join(SLED_LOG_DIR).exists() {
         return Err(NodeError::Storage(format!(
-            "{} holds a Raft log in the old sled format (quorumkv before 2026-12-03); \
+            "{} holds a Raft log in the old sled format (quorumkv before commit ed37fca of 2026-12-02); \
              the log is now kept by raft-log in {WAL_DIR}/: wipe the data dir, or \
              back it up with the old binary and restore it with this one",
             dir.display()

@@ -62,7 +62,7 @@ pub struct LogStore {
     /// Entries are purged only once the snapshot file covers them (`None`
     /// only in openraft's storage suite, which purges without snapshots).
     snapshots: Option<SnapshotFile>,
-    /// In the state machine's database (losing it only means re-applying).
+    /// The committed log id, beside the log (`wal.committed`, not synced).
     committed: Arc<CommittedFile>,
     /// How far the state machine has applied: entries it has are safe to purge.
     applied: SmReader,
